@@ -1,0 +1,47 @@
+"""Developer sessions. They run in the current Python environment (no virtualenv per session):
+installing torch with its CUDA libraries takes minutes, and every session needs the same set.
+
+    nox -s tests   # the default test suite (what CI runs)
+    nox -s lint    # ruff
+    nox -s bench   # benchmarks that print figures
+    nox -s slow    # end-to-end checks behind the `slow` marker
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.default_venv_backend = "none"
+
+
+def _install(session: nox.Session) -> None:
+    session.run("python", "-m", "pip", "install", "-q", "-e", ".[test]", external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """The default test suite."""
+    _install(session)
+    session.run("python", "-m", "pytest", "-q", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """ruff over the package, tests and this file."""
+    _install(session)
+    session.run("ruff", "check", "reidbench", "tests", "noxfile.py", external=True)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Evaluation and re-ranking speed on a synthetic Market-size problem."""
+    _install(session)
+    session.run("reidbench", "bench", "eval", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def slow(session: nox.Session) -> None:
+    """Slow end-to-end checks (minutes): `pytest -m slow`."""
+    _install(session)
+    session.run("python", "-m", "pytest", "-q", "-m", "slow", *session.posargs, external=True)

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (`reidbench bench ...`, `nox -s bench`); never timed unit tests."""

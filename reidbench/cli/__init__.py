@@ -1,0 +1,1 @@
+"""The `reidbench` command line: thin Typer commands over library functions."""

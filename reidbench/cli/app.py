@@ -1,0 +1,79 @@
+"""The `reidbench` Typer application and the one place where user errors are printed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from reidbench import __version__
+from reidbench.errors import USER_ERROR_EXIT_CODE, ReidbenchError
+
+app = typer.Typer(
+    name="reidbench",
+    help="Reproduce and benchmark person and vehicle re-identification papers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Settings:
+    """Global options, handed to commands through the Typer context."""
+
+    def __init__(self, data_root: Path | None, verbose: bool) -> None:
+        self.data_root = data_root
+        self.verbose = verbose
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"reidbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Data root (default: $REIDBENCH_DATA, else the user cache)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    ctx.obj = Settings(data_root=data_root, verbose=verbose)
+
+
+def _register_commands() -> None:
+    # Imported for their side effect of adding commands to `app`.
+    from reidbench.cli import bench, env, evaluate  # noqa: F401
+
+
+def report_error(error: ReidbenchError, console: Console | None = None) -> None:
+    """Print a user error as one red line (message, then the hint after an em dash)."""
+    console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+    text = f"error: {error.message}"
+    if error.hint:
+        text += f" — {error.hint}"
+    console.print(text, style="bold red", markup=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app and turns user errors into exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in args or "-v" in args
+    _register_commands()
+    try:
+        app(args=args, prog_name="reidbench", standalone_mode=True)
+    except ReidbenchError as error:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        report_error(error)
+        sys.exit(USER_ERROR_EXIT_CODE)

@@ -1,0 +1,81 @@
+"""`reidbench evaluate FEATURES_FILE`: metrics from a features file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reidbench.cli.app import app
+from reidbench.errors import ReidbenchError, UnknownNameError
+from reidbench.evaluation import AP_MODES, METRICS, PROTOCOLS
+from reidbench.evaluation.features import evaluate_feature_set, load_features
+
+
+def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise UnknownNameError(f"{option} value", value, choices)
+    return value
+
+
+@app.command("evaluate")
+def evaluate_command(
+    features_file: Path = typer.Argument(..., help="Features file (.pt or .npz) from `reidbench test`."),
+    metric: str = typer.Option("euclidean", "--metric", help=f"Distance: {', '.join(METRICS)}."),
+    normalize: bool = typer.Option(False, "--normalize", help="L2-normalise features first."),
+    rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking."),
+    k1: int = typer.Option(20, "--k1", help="Re-ranking k1."),
+    k2: int = typer.Option(6, "--k2", help="Re-ranking k2."),
+    lambda_value: float = typer.Option(0.3, "--lambda", help="Re-ranking lambda."),
+    protocol: str | None = typer.Option(
+        None, "--protocol", help="market or partial (default: the file's, else market)."
+    ),
+    ap: str = typer.Option("standard", "--ap", help="standard or matlab (trapezoid) AP."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Compute R1/R5/R10, mAP and mINP from a features file."""
+    _choice(metric, METRICS, "--metric")
+    _choice(ap, AP_MODES, "--ap")
+    if protocol is not None:
+        _choice(protocol, PROTOCOLS, "--protocol")
+    try:
+        features = load_features(features_file)
+        result = evaluate_feature_set(
+            features, metric=metric, normalize=normalize, rerank=rerank, k1=k1, k2=k2,
+            lambda_value=lambda_value, protocol=protocol, ap=ap,
+        )
+    except ValueError as error:
+        raise ReidbenchError(f"{features_file}: {error}" if str(features_file) not in str(error)
+                             else str(error)) from error
+    summary = result.summary()
+    if as_json:
+        record = {
+            "file": str(features_file),
+            **summary,
+            "num_query": int(len(result.first_hit)),
+            "num_valid_queries": result.num_valid_queries,
+            "num_skipped_queries": result.num_skipped_queries,
+            "protocol": result.protocol,
+            "ap_mode": result.ap_mode,
+            **{k: v for k, v in result.settings.items() if k != "max_rank"},
+            "meta": features.meta,
+        }
+        typer.echo(json.dumps(record))
+        return
+    rr = result.settings["rerank"]
+    title = (f"{features_file.name}: {metric}{' normalised' if normalize else ''}, "
+             f"{result.protocol} protocol, {ap} AP"
+             + (f", re-ranked k1={rr['k1']} k2={rr['k2']} lambda={rr['lambda']}" if rr else ""))
+    table = Table(title=title)
+    for key in summary:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{100 * value:.2f}" for value in summary.values()))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{result.num_valid_queries} queries evaluated, {result.num_skipped_queries} skipped "
+        "(no positive in the gallery); values in %"
+    )

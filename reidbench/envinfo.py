@@ -1,0 +1,69 @@
+"""What the software and hardware environment is: printed by `reidbench env`, recorded in runs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+from reidbench import __version__, paths
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def collect_environment(data_root: str | None = None) -> dict[str, Any]:
+    """Versions, devices, threads and resolved directories, as a JSON-serialisable dict."""
+    import torch
+
+    cuda_available = torch.cuda.is_available()
+    devices = []
+    if cuda_available:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            devices.append(
+                {
+                    "index": index,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
+    resolved = {
+        "data": paths.resolve_data_root(data_root),
+        "runs": paths.resolve_runs_dir(),
+        "weights": paths.resolve_weights_dir(),
+    }
+    return {
+        "reidbench": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "fvcore": _version("fvcore"),
+        "numpy": _version("numpy"),
+        "cuda_available": cuda_available,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if cuda_available else None,
+        "devices": devices,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "directories": {
+            key: {"path": str(value.path), "source": value.source} for key, value in resolved.items()
+        },
+    }
+
+
+def device_summary() -> str:
+    """One line naming the compute device, for run records and benchmark headers."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()}"

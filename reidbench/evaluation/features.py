@@ -1,0 +1,191 @@
+"""The features file: what `reidbench test` writes and `reidbench evaluate` reads.
+
+Format (``.pt``, a ``torch.save`` dict, or ``.npz``, a ``numpy.savez`` archive; same keys):
+
+========================  ==========  ================================================
+key                       shape       meaning
+========================  ==========  ================================================
+``query_features``        [Q, D]      float features of the query images
+``gallery_features``      [G, D]      float features of the gallery images
+``query_pids``            [Q]         integer identity labels
+``query_camids``          [Q]         integer camera labels
+``gallery_pids``          [G]         integer identity labels (0 = distractor, kept)
+``gallery_camids``        [G]         integer camera labels
+``protocol`` (optional)   str         ``market`` (default) or ``partial``
+``query_paths``/``gallery_paths`` (optional)  [Q]/[G] image paths, for inspection
+``meta`` (optional)       dict        free-form provenance (dataset, model, synthetic, ...);
+                                      stored as a JSON string under ``meta_json`` in .npz
+========================  ==========  ================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reidbench.evaluation.distance import compute_distance
+from reidbench.evaluation.metrics import EvaluationResult, evaluate
+from reidbench.evaluation.rerank import rerank_features
+
+REQUIRED_KEYS = (
+    "query_features",
+    "gallery_features",
+    "query_pids",
+    "query_camids",
+    "gallery_pids",
+    "gallery_camids",
+)
+SUFFIXES = (".pt", ".npz")
+
+
+@dataclass
+class FeatureSet:
+    query_features: torch.Tensor
+    gallery_features: torch.Tensor
+    query_pids: np.ndarray
+    query_camids: np.ndarray
+    gallery_pids: np.ndarray
+    gallery_camids: np.ndarray
+    protocol: str = "market"
+    query_paths: list[str] | None = None
+    gallery_paths: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_ids(value: Any, where: str) -> np.ndarray:
+    array = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{where}: expected a 1-D integer vector, got {array.dtype} {array.shape}")
+    return array.astype(np.int64)
+
+
+def _as_features(value: Any, where: str) -> torch.Tensor:
+    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+    if tensor.ndim != 2 or not tensor.is_floating_point():
+        raise ValueError(
+            f"{where}: expected a 2-D float matrix, got {tensor.dtype} {tuple(tensor.shape)}"
+        )
+    return tensor
+
+
+def load_features(path: str | os.PathLike[str]) -> FeatureSet:
+    """Read a features file; every problem is a ValueError naming the file and the key."""
+    file = Path(path)
+    if file.suffix not in SUFFIXES:
+        raise ValueError(f"{file}: expected a features file ending in .pt or .npz")
+    if not file.is_file():
+        raise ValueError(f"{file}: features file not found")
+    try:
+        if file.suffix == ".pt":
+            raw = torch.load(file, map_location="cpu", weights_only=True)
+        else:
+            with np.load(file, allow_pickle=False) as archive:
+                raw = {key: archive[key] for key in archive.files}
+    except Exception as error:  # noqa: BLE001 - any decoding failure is the file's fault
+        raise ValueError(f"{file}: not a readable {file.suffix} features file ({error})") from error
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: expected a dict of arrays, got {type(raw).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing:
+        raise ValueError(f"{file}: missing key(s) {', '.join(missing)}; expected {REQUIRED_KEYS}")
+    fs = FeatureSet(
+        query_features=_as_features(raw["query_features"], f"{file}: query_features"),
+        gallery_features=_as_features(raw["gallery_features"], f"{file}: gallery_features"),
+        query_pids=_as_ids(raw["query_pids"], f"{file}: query_pids"),
+        query_camids=_as_ids(raw["query_camids"], f"{file}: query_camids"),
+        gallery_pids=_as_ids(raw["gallery_pids"], f"{file}: gallery_pids"),
+        gallery_camids=_as_ids(raw["gallery_camids"], f"{file}: gallery_camids"),
+        protocol=str(raw.get("protocol", "market")),
+        query_paths=[str(p) for p in raw["query_paths"]] if "query_paths" in raw else None,
+        gallery_paths=[str(p) for p in raw["gallery_paths"]] if "gallery_paths" in raw else None,
+        meta=json.loads(str(raw["meta_json"])) if "meta_json" in raw else dict(raw.get("meta", {})),
+    )
+    for side, n in (("query", fs.query_features.shape[0]), ("gallery", fs.gallery_features.shape[0])):
+        for kind in ("pids", "camids"):
+            got = getattr(fs, f"{side}_{kind}").shape[0]
+            if got != n:
+                raise ValueError(
+                    f"{file}: {side}_{kind}: expected length {n} ({side}_features rows), got {got}"
+                )
+    return fs
+
+
+def save_features(path: str | os.PathLike[str], features: FeatureSet) -> Path:
+    """Write a features file atomically (a temporary file in the same folder, then a rename)."""
+    file = Path(path)
+    if file.suffix not in SUFFIXES:
+        raise ValueError(f"{file}: expected a features file ending in .pt or .npz")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "query_features": features.query_features.detach().cpu(),
+        "gallery_features": features.gallery_features.detach().cpu(),
+        "query_pids": features.query_pids,
+        "query_camids": features.query_camids,
+        "gallery_pids": features.gallery_pids,
+        "gallery_camids": features.gallery_camids,
+        "protocol": features.protocol,
+    }
+    if features.query_paths is not None:
+        data["query_paths"] = list(features.query_paths)
+    if features.gallery_paths is not None:
+        data["gallery_paths"] = list(features.gallery_paths)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if file.suffix == ".pt":
+                data = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
+                torch.save({**data, "meta": features.meta}, handle)
+            else:
+                arrays = {
+                    k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                    for k, v in data.items()
+                }
+                np.savez(handle, **arrays, meta_json=np.asarray(json.dumps(features.meta)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return file
+
+
+def evaluate_feature_set(
+    features: FeatureSet,
+    metric: str = "euclidean",
+    normalize: bool = False,
+    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    protocol: str | None = None,
+    ap: str = "standard",
+    max_rank: int = 50,
+) -> EvaluationResult:
+    """Distances (or re-ranked distances) and metrics; the settings travel in the result."""
+    if rerank:
+        dist = rerank_features(
+            features.query_features, features.gallery_features, metric=metric,
+            k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize,
+        )
+    else:
+        dist = compute_distance(
+            features.query_features, features.gallery_features, metric=metric, normalize=normalize
+        )
+    result = evaluate(
+        dist, features.query_pids, features.gallery_pids, features.query_camids,
+        features.gallery_camids, max_rank=max_rank, protocol=protocol or features.protocol, ap=ap,
+    )
+    result.settings.update(
+        metric=metric,
+        normalize=normalize,
+        rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
+    )
+    return result
