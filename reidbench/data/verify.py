@@ -1,0 +1,188 @@
+"""`reidbench data verify`: is a dataset folder exactly what the registry (or its manifest) says?"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reidbench import __version__
+from reidbench.data.checksums import file_digest
+from reidbench.data.parsers import locate, parse_dataset, read_manifest
+from reidbench.data.records import stats_of
+from reidbench.data.registry import DatasetSpec, Stats, get_dataset
+from reidbench.errors import ReidbenchError
+
+VERIFIED_MARKER = ".reidbench_verified.json"
+SHOWN = 5  # how many missing/unexpected/undecodable files a report names
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    expected: Any = None
+    found: Any = None
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    dataset: str
+    variant: str | None
+    folder: str | None
+    synthetic: bool = False
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def add(self, *args: Any, **kwargs: Any) -> Check:
+        check = Check(*args, **kwargs)
+        self.checks.append(check)
+        return check
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "variant": self.variant, "folder": self.folder,
+                "synthetic": self.synthetic, "ok": self.ok,
+                "checks": [asdict(c) for c in self.checks]}
+
+
+def _expected_stats(spec: DatasetSpec, variant: str | None, manifest: dict | None) -> dict:
+    if manifest:
+        entry = manifest["splits"].get(variant or "default") or manifest["splits"]
+        return {k: (Stats(*v) if v else None) for k, v in entry.items()}
+    chosen = spec.variant(variant)
+    return {"train": chosen.train, "query": chosen.query, "gallery": chosen.gallery}
+
+
+def _decode_sample(paths: list[Path], count: int) -> list[str]:
+    from torchvision.io import decode_image, read_file
+
+    if not paths:
+        return []
+    step = max(1, len(paths) // max(1, count))
+    failures = []
+    for path in paths[::step][:count]:
+        try:
+            image = decode_image(read_file(str(path)))
+            if image.ndim != 3 or min(image.shape[1:]) < 1:
+                failures.append(f"{path}: decoded to shape {tuple(image.shape)}")
+        except Exception as error:  # noqa: BLE001 - report, do not stop
+            failures.append(f"{path}: {str(error).splitlines()[0][:120]}")
+    return failures
+
+
+def verify_archive(spec: DatasetSpec, archive: Path) -> Check:
+    if not archive.is_file():
+        return Check("archive", False, "an archive file", "missing", str(archive))
+    known = next((a for a in spec.archives if a.name == archive.name), None)
+    known = known or next((a for a in spec.archives if a.md5 or a.sha256), None)
+    if known is None or not (known.md5 or known.sha256):
+        return Check("archive checksum", True, None, file_digest(archive, "sha256"),
+                     "no published checksum for this dataset; sha256 shown for your records")
+    algorithm, expected = ("sha256", known.sha256) if known.sha256 else ("md5", known.md5)
+    found = file_digest(archive, algorithm)
+    return Check(f"archive {algorithm}", found == expected, expected, found, archive.name)
+
+
+def verify_dataset(name: str, root: Path, variant: str | None = None, archive: Path | None = None,
+                   decode: int = 16, mark: bool = True) -> VerifyReport:
+    spec = get_dataset(name)
+    if spec.variants[0].name != "default":
+        variant = spec.variant(variant).name
+    else:
+        variant = None
+    folder = locate(spec, Path(root))
+    report = VerifyReport(spec.name, variant, str(folder) if folder else None)
+    if archive is not None:
+        report.checks.append(verify_archive(spec, Path(archive)))
+    if folder is None:
+        report.add("location", False, " or ".join(spec.top_folders), "missing",
+                   f"nothing under {root}")
+        return report
+    report.add("location", True, None, str(folder))
+    manifest = read_manifest(folder)
+    report.synthetic = bool(manifest and manifest.get("synthetic"))
+    missing_layout = [part for part in spec.layout if not (folder / part).exists()]
+    report.add("layout", not missing_layout, list(spec.layout),
+               f"missing: {', '.join(missing_layout)}" if missing_layout else "complete")
+    if spec.name == "msmt17":
+        version = "V2" if (folder / "mask_train_v2").is_dir() else "V1"
+        report.add("msmt17 version", True, None, version,
+                   "V2 ships the same split under mask_train_v2/ and mask_test_v2/")
+    try:
+        split = parse_dataset(spec.name, folder, variant)
+    except ReidbenchError as error:
+        report.add("parse", False, "a parsable dataset", "error", error.message)
+        return report
+    expected = _expected_stats(spec, variant, manifest)
+    all_paths: list[Path] = []
+    for split_name in ("train", "query", "gallery"):
+        records = getattr(split, split_name)
+        want = expected.get(split_name)
+        got = stats_of(records)
+        if want is None:
+            if records:
+                report.add(f"{split_name} counts", False, "no such split", got.as_tuple())
+            continue
+        mismatches = [f"{k} expected {getattr(want, k)} found {getattr(got, k)}"
+                      for k in ("images", "ids", "cams")
+                      if getattr(want, k) is not None and getattr(want, k) != getattr(got, k)]
+        report.add(f"{split_name} counts", not mismatches, (want.images, want.ids, want.cams),
+                   got.as_tuple(), "; ".join(mismatches))
+        missing = [str(r.path) for r in records if not r.path.is_file()]
+        if missing:
+            report.add(f"{split_name} files", False, "every listed image present",
+                       f"{len(missing)} missing", "first missing: " + ", ".join(missing[:SHOWN]))
+        all_paths.extend(r.path for r in records if r.path.is_file())
+    if manifest and manifest.get("files"):
+        changed = [rel for rel, digest in manifest["files"].items()
+                   if not (folder / rel).is_file() or file_digest(folder / rel) != digest]
+        report.add("manifest checksums", not changed, f"{len(manifest['files'])} files as written",
+                   f"{len(changed)} differ" if changed else "all match",
+                   ("first differing: " + ", ".join(changed[:SHOWN])) if changed else "")
+    if decode:
+        failures = _decode_sample(all_paths, decode)
+        report.add("decode sample", not failures, f"{min(decode, len(all_paths))} images decode",
+                   f"{len(failures)} failed" if failures else "ok", "; ".join(failures[:SHOWN]))
+    if report.ok and mark:
+        _write_marker(folder, report)
+    return report
+
+
+def _write_marker(folder: Path, report: VerifyReport) -> None:
+    record = {"dataset": report.dataset, "variant": report.variant, "synthetic": report.synthetic,
+              "verified_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "reidbench": __version__}
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".verified-", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle)
+        os.replace(tmp, folder / VERIFIED_MARKER)
+    except OSError:
+        pass  # a read-only dataset folder is fine: `data list` then shows it as present
+
+
+def dataset_status(name: str, root: Path) -> dict[str, Any]:
+    """missing / present / verified, with the location and (cheap) counts when present."""
+    spec = get_dataset(name)
+    folder = locate(spec, Path(root))
+    if folder is None:
+        return {"dataset": spec.name, "status": "missing", "location": None}
+    status = "verified" if (folder / VERIFIED_MARKER).is_file() else "present"
+    info: dict[str, Any] = {"dataset": spec.name, "status": status, "location": str(folder)}
+    manifest = read_manifest(folder)
+    info["synthetic"] = bool(manifest and manifest.get("synthetic"))
+    try:
+        split = parse_dataset(spec.name, folder)
+        info["counts"] = {k: v.as_tuple() for k, v in split.stats().items()}
+    except ReidbenchError as error:
+        info["status"] = "broken"
+        info["error"] = error.message
+    return info
