@@ -57,6 +57,11 @@ def resolve_weights_dir() -> ResolvedPath:
     return ResolvedPath(_expand(torch.hub.get_dir()) / "checkpoints", f"torch.hub ({source})")
 
 
+def cache_dir() -> Path:
+    """reidbench's own cache (profiles and other derived data): ``$XDG_CACHE_HOME/reidbench``."""
+    return user_cache_dir() / "reidbench"
+
+
 def data_root(cli_value: str | os.PathLike[str] | None = None) -> Path:
     return resolve_data_root(cli_value).path
 

@@ -1,0 +1,8 @@
+"""Models: a registry of constructors by name; one file per model family."""
+
+from reidbench.models.registry import MODELS, create_model, list_models, register_model
+
+# Importing the families registers their constructors.
+from reidbench.models import resnet_reid  # noqa: E402,F401  isort: skip
+
+__all__ = ["MODELS", "create_model", "list_models", "register_model"]
