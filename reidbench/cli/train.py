@@ -1,0 +1,67 @@
+"""`reidbench train` and `reidbench test`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from reidbench import paths
+from reidbench.cli.app import app
+
+
+def _data_root(ctx: typer.Context) -> Path:
+    settings = ctx.find_root().obj
+    return paths.data_root(settings.data_root if settings else None)
+
+
+@app.command("train")
+def train_command(
+    ctx: typer.Context,
+    recipe: str = typer.Argument(..., help="Recipe YAML (path, or name under recipes/)."),
+    scale: str = typer.Option("full", "--scale", help="full, small or smoke (synthetic data)."),
+    overrides: list[str] = typer.Option([], "--set", help="key.path=value; repeatable."),
+    resume: Path = typer.Option(None, "--resume", help="Run folder to resume from its last checkpoint."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default: runs/<stamp>-<name>...)."),
+) -> None:
+    """Train a recipe; writes a run folder with checkpoints, metrics and a run record."""
+    from reidbench.engine.trainer import Trainer
+    from reidbench.recipes import load_recipe
+
+    loaded = load_recipe(recipe, scale=scale, overrides=overrides)
+    folder = resume or run_dir
+    record = Trainer(loaded, run_dir=folder, device=device, data_root=_data_root(ctx),
+                     resume=resume is not None).run()
+    if record.metrics:
+        table = Table(title=f"{record.run_id} ({record.scale}{', synthetic data' if record.synthetic else ''})")
+        for key in record.metrics:
+            table.add_column(key, justify="right")
+        table.add_row(*(f"{100 * v:.2f}" for v in record.metrics.values()))
+        Console().print(table)
+
+
+@app.command("test")
+def test_command(
+    ctx: typer.Context,
+    recipe: str = typer.Argument(..., help="Recipe YAML the checkpoint was trained with."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or state_dict file."),
+    scale: str = typer.Option("full", "--scale"),
+    overrides: list[str] = typer.Option([], "--set", help="key.path=value; repeatable."),
+    out: Path = typer.Option(Path("features.pt"), "--out", help="Features file to write (.pt or .npz)."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Extract query/gallery features with a checkpoint, write the features file, print metrics."""
+    from reidbench.engine.trainer import test_checkpoint
+    from reidbench.recipes import load_recipe
+
+    loaded = load_recipe(recipe, scale=scale, overrides=overrides)
+    result, path = test_checkpoint(loaded, checkpoint, out, device=device, data_root=_data_root(ctx))
+    table = Table(title=f"{path} ({result.protocol} protocol)")
+    summary = result.summary()
+    for key in summary:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{100 * v:.2f}" for v in summary.values()))
+    Console().print(table)

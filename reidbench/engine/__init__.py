@@ -1,0 +1,1 @@
+"""Training engine: optimisers and schedules, checkpoints, distributed setup, the trainer."""

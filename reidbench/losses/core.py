@@ -1,0 +1,130 @@
+"""Cross-entropy with label smoothing, batch-hard triplet, center loss; and the loss set.
+
+A recipe lists terms ``{name, output, weight, ...options}``; the loss set applies each term to the
+named model output, so multi-head models (MSINet's two heads, BoT's BNNeck, MHSA-Net's terms)
+are recipes rather than special code paths.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from reidbench.errors import ReidbenchError, UnknownNameError
+from reidbench.recipes.schema import LossTerm
+
+
+class CrossEntropy(nn.Module):
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, **_: Any) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+
+
+def pairwise_distance(x: torch.Tensor, squared: bool = False) -> torch.Tensor:
+    x = x.float()
+    sq = x.pow(2).sum(1)
+    d = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp(min=1e-12)
+    return d if squared else d.sqrt()
+
+
+class TripletLoss(nn.Module):
+    """Batch-hard triplet: for each anchor the farthest positive and the closest negative.
+
+    ``margin=None`` gives the soft-margin form log(1 + exp(d_ap - d_an)). ``mine_with`` names
+    another output whose distances choose the hard samples (AlignedReID++ mines the local
+    branch's triplets with the global distance).
+    """
+
+    def __init__(self, margin: float | None = 0.3, normalize: bool = False,
+                 distance: str = "euclidean", mine_with: str | None = None) -> None:
+        super().__init__()
+        if distance not in ("euclidean", "sqeuclidean"):
+            raise ReidbenchError(f"loss triplet distance: expected euclidean or sqeuclidean, got {distance!r}")
+        self.margin, self.normalize, self.mine_with = margin, normalize, mine_with
+        self.squared = distance == "sqeuclidean"
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor,
+                outputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if self.normalize:
+            features = nn.functional.normalize(features.float(), dim=1)
+        dist = pairwise_distance(features, self.squared)
+        mining = dist
+        if self.mine_with is not None:
+            if outputs is None or self.mine_with not in outputs:
+                raise ReidbenchError(f"loss triplet mine_with: model has no output {self.mine_with!r}")
+            mining = pairwise_distance(outputs[self.mine_with].detach(), self.squared)
+        same = targets[:, None] == targets[None, :]
+        pos_index = mining.masked_fill(~same, -math.inf).argmax(1)
+        neg_index = mining.masked_fill(same, math.inf).argmin(1)
+        rows = torch.arange(len(targets), device=dist.device)
+        d_ap, d_an = dist[rows, pos_index], dist[rows, neg_index]
+        if self.margin is None:
+            return nn.functional.softplus(d_ap - d_an).mean()
+        return nn.functional.relu(d_ap - d_an + self.margin).mean()
+
+
+class CenterLoss(nn.Module):
+    """Wen et al. 2016: squared distance to a learned per-class centre (its own optimiser)."""
+
+    def __init__(self, num_classes: int = 751, feat_dim: int = 2048) -> None:
+        super().__init__()
+        self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor, **_: Any) -> torch.Tensor:
+        return (features.float() - self.centers[targets]).pow(2).sum(1).clamp(1e-12, 1e12).mean()
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "cross_entropy": CrossEntropy,
+    "triplet": TripletLoss,
+    "center": CenterLoss,
+}
+
+
+class LossSet(nn.Module):
+    def __init__(self, terms: list[LossTerm], modules: list[nn.Module]) -> None:
+        super().__init__()
+        self.terms = terms
+        self.losses = nn.ModuleList(modules)
+        self.names = [f"{t.name}:{t.output}" for t in terms]
+
+    def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total = torch.zeros((), device=targets.device)
+        values = {}
+        for name, term, loss in zip(self.names, self.terms, self.losses, strict=True):
+            if term.output not in outputs:
+                raise ReidbenchError(f"loss {name}: the model has no output {term.output!r} "
+                                     f"(it returns {', '.join(outputs)})")
+            value = loss(outputs[term.output], targets, outputs=outputs)
+            values[name] = value.detach()
+            total = total + term.weight * value
+        return total, values
+
+    def center_parameters(self) -> list[nn.Parameter]:
+        return [p for loss in self.losses if isinstance(loss, CenterLoss) for p in loss.parameters()]
+
+
+def build_losses(terms: list[LossTerm], num_classes: int) -> LossSet:
+    modules = []
+    for term in terms:
+        if term.name not in LOSSES:
+            raise UnknownNameError("loss", term.name, LOSSES)
+        cls = LOSSES[term.name]
+        accepted = inspect.signature(cls.__init__).parameters
+        options = dict(term.options)
+        if term.name == "center":
+            options.setdefault("num_classes", num_classes)
+        unknown = [k for k in options if k not in accepted]
+        if unknown:
+            raise ReidbenchError(f"loss {term.name}: unknown option(s) {', '.join(unknown)}; "
+                                 f"expected some of: {', '.join(k for k in accepted if k != 'self')}")
+        modules.append(cls(**options))
+    return LossSet(terms, modules)

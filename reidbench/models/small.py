@@ -1,0 +1,31 @@
+"""A small CNN for smoke runs, tests and CI regression on CPU (not a paper model)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reidbench.models.registry import register_model
+from reidbench.models.resnet_reid import BNNeckHead
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+        self.backbone = nn.Sequential(block(3, width), block(width, 2 * width),
+                                      block(2 * width, 4 * width), block(4 * width, 4 * width))
+        self.head = BNNeckHead(4 * width, num_classes)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.backbone(images))
+
+
+@register_model
+def small_cnn(num_classes: int = 751, width: int = 32) -> SmallCNN:
+    """Four conv blocks + BNNeck (BoT-style outputs): fast enough for CPU smoke runs."""
+    return SmallCNN(num_classes, width)

@@ -1,0 +1,138 @@
+"""The recipe schema: every key a recipe may hold, with its type and default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelSection:
+    name: str = "bot_resnet50"
+    options: dict[str, Any] = field(default_factory=dict)  # constructor keywords, checked by the registry
+
+
+@dataclass
+class SubsetSection:
+    train_ids: int | None = None
+    test_id_fraction: float | None = None
+
+
+@dataclass
+class TransformSection:
+    flip: float = 0.5
+    pad: int = 10  # pad + random crop back to size (BoT); 0 disables
+    translate: float = 0.0  # Random2DTranslation probability (AlignedReID): enlarge 1/8, crop
+    erasing: float = 0.5  # random erasing probability
+    erasing_fill: list[float] | str = "mean"  # per-channel fill after normalisation, or "mean"/"random"
+    color_jitter: list[float] | None = None  # brightness, contrast, saturation, hue
+    cutout: float = 0.0  # Cutout probability (MHSA-Net)
+    cutout_size: int = 64
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class SamplerSection:
+    name: str = "pk"  # pk: every image once per epoch in P x K batches (BoT); random_identity: one
+    num_instances: int = 4  # draw of K images per identity per epoch (open-reid)
+
+
+@dataclass
+class DataSection:
+    train: str = "market1501"
+    test: str = "market1501"
+    variant: str | None = None
+    height: int = 256
+    width: int = 128
+    batch_size: int = 64
+    test_batch_size: int = 128
+    workers: int = 4
+    synthetic: bool = False  # use the built-in synthetic miniature instead of the real dataset
+    synthetic_ids: int = 24
+    synthetic_images_per_id: int = 8
+    subset: SubsetSection = field(default_factory=SubsetSection)
+    sampler: SamplerSection = field(default_factory=SamplerSection)
+    transforms: TransformSection = field(default_factory=TransformSection)
+
+
+@dataclass
+class LossTerm:
+    name: str = "cross_entropy"  # cross_entropy | triplet | center
+    output: str = "logits"  # which model output the term reads
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimSection:
+    name: str = "adam"  # sgd | adam | amsgrad
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    bias_lr_factor: float = 1.0
+    bias_weight_decay: float | None = None
+    center_lr: float = 0.5  # center loss parameters get their own SGD optimiser
+
+
+@dataclass
+class ScheduleSection:
+    name: str = "multistep"  # multistep | step | cosine | constant
+    milestones: list[int] = field(default_factory=lambda: [40, 70])
+    step_size: int = 40
+    gamma: float = 0.1
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    min_lr: float = 0.0
+    per_iteration: bool = False
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 120
+    seed: int = 0
+    amp: bool = True  # CUDA only; CPU runs in fp32 and record it
+    grad_clip: float | None = None
+    eval_every: int = 40
+    log_every: int = 20
+
+
+@dataclass
+class RerankSection:
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+
+@dataclass
+class EvalSection:
+    feature: str = "embedding"
+    metric: str = "euclidean"
+    normalize: bool = False
+    rerank: RerankSection | None = None
+    flip: bool = False
+
+
+@dataclass
+class ReportedSection:
+    paper: str | None = None
+    table: str | None = None
+    row: str | None = None
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    description: str = ""
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: list[LossTerm] = field(default_factory=lambda: [LossTerm()])
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    reported: ReportedSection = field(default_factory=ReportedSection)
+    # overrides applied per scale: {"small": {...}, "smoke": {...}} in the same key structure
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scale: str = "full"
