@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reidbench.evaluation.atomic import atomic_write
 from reidbench.evaluation.distance import compute_distance
 from reidbench.evaluation.metrics import EvaluationResult, evaluate
 from reidbench.evaluation.rerank import rerank_features
@@ -136,24 +136,15 @@ def save_features(path: str | os.PathLike[str], features: FeatureSet) -> Path:
         data["query_paths"] = list(features.query_paths)
     if features.gallery_paths is not None:
         data["gallery_paths"] = list(features.gallery_paths)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if file.suffix == ".pt":
-                data = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
-                torch.save({**data, "meta": features.meta}, handle)
-            else:
-                arrays = {
-                    k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-                    for k, v in data.items()
-                }
-                np.savez(handle, **arrays, meta_json=np.asarray(json.dumps(features.meta)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(handle: Any) -> None:
+        if file.suffix == ".pt":
+            tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
+            torch.save({**tensors, "meta": features.meta}, handle)
+        else:
+            arrays = {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in data.items()}
+            np.savez(handle, **arrays, meta_json=np.asarray(json.dumps(features.meta)))
+
+    atomic_write(file, write)
     return file
 
 
