@@ -35,9 +35,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """Evaluation and re-ranking speed on a synthetic Market-size problem."""
+    """Evaluation/re-ranking, trainer overhead and loader throughput figures."""
     _install(session)
-    session.run("reidbench", "bench", "eval", *session.posargs, external=True)
+    for target in ("eval", "train", "data"):
+        session.run("reidbench", "bench", target, *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")

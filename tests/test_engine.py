@@ -231,3 +231,13 @@ def test_cli_test_writes_features_that_evaluate_reads(smoke_env, run_cli):
     code, stdout, _ = run_cli("evaluate", str(out), "--json")
     expected = json.loads((smoke_env / "run/run.json").read_text())["metrics"]["mAP"]
     assert code == 0 and json.loads(stdout)["mAP"] == pytest.approx(expected)
+
+
+def test_training_benchmarks_run_and_report_their_figures(smoke_env):
+    """The benchmark functions work end to end (their timings are printed, never asserted)."""
+    from reidbench.bench.training import run_data_benchmark, run_train_benchmark
+
+    figures = run_train_benchmark("small_cnn", 64, 32, 8, rounds=1)
+    assert {"trainer_epoch_s", "bare_epoch_s", "overhead_percent"} <= set(figures)
+    data = run_data_benchmark(64, 32, batch=8, workers=0, batches=2, model="small_cnn")
+    assert data["loader_images_per_s"] > 0 and data["model_train_images_per_s"] > 0

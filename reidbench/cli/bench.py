@@ -11,7 +11,7 @@ from rich.table import Table
 from reidbench.cli.app import app
 
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench", help="Benchmarks that print measured figures (eval).")
+app.add_typer(bench_app, name="bench", help="Benchmarks that print measured figures (eval, train, data).")
 
 
 @bench_app.command("eval")
@@ -55,3 +55,35 @@ def bench_eval(
     console.print(table)
     console.print(f"mAP {100 * figures['mAP']:.2f}% "
                   f"(agrees with the baseline: {figures['mAP_agrees_with_baseline']})")
+
+
+def _print_figures(title: str, figures: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in figures.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@bench_app.command("train")
+def bench_train(model: str = typer.Option("bot_resnet50", "--model"),
+                height: int = typer.Option(128, "--height"), width: int = typer.Option(64, "--width"),
+                batch: int = typer.Option(16, "--batch"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Trainer overhead: its epoch vs a bare PyTorch loop with the same steps, model and data."""
+    from reidbench.bench.training import run_train_benchmark
+
+    _print_figures("trainer vs bare loop (seconds per epoch, best of 2)",
+                   run_train_benchmark(model, height, width, batch), as_json)
+
+
+@bench_app.command("data")
+def bench_data(height: int = typer.Option(256, "--height"), width: int = typer.Option(128, "--width"),
+               workers: int = typer.Option(2, "--workers"), batches: int = typer.Option(20, "--batches"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Decode + augmentation throughput of the loader vs ResNet-50 training throughput."""
+    from reidbench.bench.training import run_data_benchmark
+
+    _print_figures("data loader vs model training (images/s)",
+                   run_data_benchmark(height, width, workers=workers, batches=batches), as_json)

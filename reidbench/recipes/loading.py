@@ -60,7 +60,7 @@ def resolve_path(name: str | Path, relative_to: Path | None = None) -> Path:
     candidates = [Path(name)]
     if relative_to is not None:
         candidates.append(relative_to / name)
-    candidates += [RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml"]
+    candidates += [RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml", Path("recipes") / f"{name}.yaml"]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
