@@ -30,7 +30,8 @@ from reidbench import __version__, paths
 from reidbench.errors import ReidbenchError
 from reidbench.models import create_model
 
-CLASSIFIER_NAMES = ("classifier", "classifiers", "fc")
+# Classifiers are modules whose name contains "classifier" (the official MSINet count); a model
+# without any (torchvision's classification nets) has its top-level "fc" as the classifier.
 
 
 def _numel(shape: list[int] | None) -> int:
@@ -88,14 +89,16 @@ class Profile:
                 "gmacs": self.gmacs, "skipped_ops": self.skipped_ops}
 
 
-def _is_classifier(name: str) -> bool:
-    return name.split(".")[-1] in CLASSIFIER_NAMES
+def classifier_modules(model: nn.Module) -> list[nn.Module]:
+    named = [m for name, m in model.named_modules() if "classifier" in name.split(".")[-1]]
+    if named:
+        return named
+    return [m for name, m in model.named_modules() if name == "fc"]
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int, int]:
     total = sum(p.numel() for p in model.parameters())
-    classifier = {id(p) for name, m in model.named_modules() if name and _is_classifier(name)
-                  for p in m.parameters()}
+    classifier = {id(p) for m in classifier_modules(model) for p in m.parameters()}
     deploy = sum(p.numel() for p in model.parameters() if id(p) not in classifier)
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module):

@@ -148,12 +148,15 @@ class Trainer:
             try:
                 self.model = create_model(r.model.name, num_classes=self.train_split.num_train_pids, **options)
                 self.pretrained_note = "ImageNet weights loaded"
-            except ReidbenchError:
-                raise
-            except Exception as error:  # noqa: BLE001 - no network or no cached weights
+            except Exception as error:  # noqa: BLE001 - no network, no cached weights, no checkpoint
                 options["pretrained"] = False
                 self.model = create_model(r.model.name, num_classes=self.train_split.num_train_pids, **options)
-                self.pretrained_note = f"requested but unavailable, trained from scratch ({type(error).__name__})"
+                reason = error.message if isinstance(error, ReidbenchError) else type(error).__name__
+                self.pretrained_note = f"requested but unavailable, trained from scratch ({reason})"
+            report = getattr(self.model, "load_report", None)
+            if report is not None:
+                self.pretrained_note += (f"; {len(report['loaded'])} tensors loaded, {len(report['missing'])} "
+                                         f"missing (new modules), {len(report['unexpected'])} unexpected")
         else:
             self.model = create_model(r.model.name, num_classes=self.train_split.num_train_pids, **options)
         self.model.to(self.device)

@@ -81,7 +81,31 @@ class CenterLoss(nn.Module):
         return (features.float() - self.centers[targets]).pow(2).sum(1).clamp(1e-12, 1e12).mean()
 
 
+class SpatialAlignLoss(nn.Module):
+    """MSINet-SAM's loss (METHODS.md §1.6) on scores [B + 1, B, M] from the align module.
+
+    For anchor i: the mean cosine distance between its position-energy profile and its correlation
+    kernels with each positive (same id, itself included), plus the mean pairwise cosine distance
+    among its kernels with the negatives.
+    """
+
+    def forward(self, scores: torch.Tensor, targets: torch.Tensor, **_: Any) -> torch.Tensor:
+        batch = targets.shape[0]
+        kernels = nn.functional.normalize(scores[:batch].float(), dim=-1)  # [i, j, M]
+        pos = nn.functional.normalize(scores[batch].float(), dim=-1)  # [i, M]
+        same = targets[:, None] == targets[None, :]
+        align = 1.0 - torch.einsum("im,ijm->ij", pos, kernels)
+        pos_term = (align * same).sum(1) / same.sum(1)
+        pairwise = 1.0 - torch.einsum("ijm,ikm->ijk", kernels, kernels)  # [i, j, k]
+        neg = ~same
+        pair_mask = neg[:, :, None] & neg[:, None, :] & ~torch.eye(batch, dtype=torch.bool,
+                                                                    device=targets.device)[None]
+        neg_term = (pairwise * pair_mask).sum((1, 2)) / pair_mask.sum((1, 2)).clamp(min=1)
+        return (pos_term + neg_term).mean()
+
+
 LOSSES: dict[str, type[nn.Module]] = {
+    "spatial_align": SpatialAlignLoss,
     "cross_entropy": CrossEntropy,
     "triplet": TripletLoss,
     "center": CenterLoss,

@@ -119,6 +119,7 @@ class ReportedSection:
     paper: str | None = None
     table: str | None = None
     row: str | None = None
+    column: str | None = None
 
 
 @dataclass

@@ -1,0 +1,140 @@
+"""Layers shared by model families. Attribute names follow the public reference implementations
+(OSNet / MSINet) so that their checkpoints load by name."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvLayer(nn.Module):
+    """conv (no bias) + BN + ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class Conv1x1(ConvLayer):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 1)
+
+
+class Conv1x1Linear(nn.Module):
+    """1x1 conv (no bias) + BN, no activation."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class LightConv3x3(nn.Module):
+    """OSNet's lite 3x3: pointwise conv -> depthwise 3x3 conv -> BN -> ReLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, groups=cout, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv2(self.conv1(x))))
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+class PairIdentity(nn.Module):
+    def forward(self, pair: Pair) -> Pair:
+        return pair
+
+
+class Exchange(nn.Module):
+    def forward(self, pair: Pair) -> Pair:
+        return pair[1], pair[0]
+
+
+class ChannelGate(nn.Module):
+    """OSNet's channel gate, one module applied to both branches: x * sigmoid(MLP(GAP(x)))."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.global_avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=True)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=True)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(self.relu(self.fc1(self.global_avgpool(x)))))
+
+    def forward(self, pair: Pair) -> Pair:
+        return self.gate(pair[0]), self.gate(pair[1])
+
+
+class CrossAttention(nn.Module):
+    """DANet channel attention with swapped keys: E_a = A B^T, softmax(max(E) - E), gamma shared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def _attend(self, energy: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(energy.max(dim=-1, keepdim=True).values - energy, dim=-1)
+        return self.gamma * torch.bmm(weights, values)
+
+    def forward(self, pair: Pair) -> Pair:
+        a, b = pair
+        batch, channels, height, width = a.shape
+        fa, fb = a.reshape(batch, channels, -1), b.reshape(batch, channels, -1)
+        out_a = self._attend(torch.bmm(fa, fb.transpose(1, 2)), fa).view_as(a) + a
+        out_b = self._attend(torch.bmm(fb, fa.transpose(1, 2)), fb).view_as(b) + b
+        return out_a, out_b
+
+
+class SEAttention(nn.Module):
+    """Squeeze-and-excitation with bias-free linear layers (the SEAttention form MASENet names)."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(channels, channels // reduction, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(channels // reduction, channels, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.fc(x.mean(dim=(2, 3)))
+        return x * weights[:, :, None, None]
+
+
+class SpatialGroupEnhance(nn.Module):
+    """SGE (Li et al., 2019): per group, attention from the similarity of each position to the
+    group's mean feature, normalised over space, scaled/shifted by one (weight, bias) per group.
+
+    ``init="original"`` (weight 0, bias 1, as the SGE paper) or ``"ea"`` (weight 0, bias 0).
+    """
+
+    def __init__(self, groups: int = 8, init: str = "original") -> None:
+        super().__init__()
+        if init not in ("original", "ea"):
+            raise ValueError(f"sge_init: expected original or ea, got {init!r}")
+        self.groups = groups
+        self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
+        self.bias = nn.Parameter(torch.full((1, groups, 1, 1), 1.0 if init == "original" else 0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        grouped = x.reshape(batch * self.groups, channels // self.groups, height, width)
+        similarity = (grouped * grouped.mean(dim=(2, 3), keepdim=True)).sum(dim=1)  # [B*G, H, W]
+        flat = similarity.reshape(batch * self.groups, -1)
+        flat = (flat - flat.mean(dim=1, keepdim=True)) / (flat.std(dim=1, keepdim=True) + 1e-5)
+        attention = flat.reshape(batch, self.groups, height, width) * self.weight + self.bias
+        gated = grouped * torch.sigmoid(attention.reshape(batch * self.groups, 1, height, width))
+        return gated.reshape(batch, channels, height, width)
