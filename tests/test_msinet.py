@@ -128,3 +128,30 @@ def test_short_training_on_synthetic_data_lowers_the_loss(tmp_path, monkeypatch)
     assert losses[-1] < losses[0]
     assert "spatial_align:sam" in lines[0]
     assert record.pretrained.startswith("requested but unavailable")  # no checkpoint here, and it says so
+
+
+def test_tcm_split_shares_the_middle_identities():
+    from reidbench.data.records import ImageRecord
+    from reidbench.engine.search import tcm_split
+
+    records = [ImageRecord(Path(f"{pid}_{i}.jpg"), pid, 0) for pid in range(10) for i in range(4)]
+    train, val = tcm_split(records)
+    train_ids = {int(r.path.name.split("_")[0]) for r in train}
+    val_ids = {int(r.path.name.split("_")[0]) for r in val}
+    assert train_ids == set(range(6)) and val_ids == set(range(2, 10))  # 3n/5 train, 4n/5 val, 2n/5 shared
+    assert sorted({r.pid for r in train}) == list(range(6)) and sorted({r.pid for r in val}) == list(range(8))
+
+
+def test_search_on_a_synthetic_miniature_writes_a_usable_genotype(tmp_path, run_cli):
+    out = tmp_path / "genotype.yaml"
+    code, stdout, stderr = run_cli("--data-root", str(tmp_path / "data"), "search", "msinet", "--data",
+                                   "market1501", "--synthetic", "--epochs", "1", "--batch-size", "8",
+                                   "--num-instances", "2", "--height", "64", "--width", "32", "--device",
+                                   "cpu", "--out", str(out))
+    assert code == 0, stderr
+    genotype = resolve_genotype(str(out))
+    assert len(genotype) == 12
+    model = create_model("masenet", genotype=str(out))
+    assert model.genotype == genotype
+    recipe = load_recipe("masenet/masenet_market1501", overrides=[f"model.genotype={out}"])
+    assert recipe.model.options["genotype"] == str(out)
