@@ -16,7 +16,7 @@ class FileServer:
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
-                pass
+                """Keep test output clean: no per-request log lines."""
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 range_header = self.headers.get("Range")

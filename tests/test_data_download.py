@@ -274,3 +274,12 @@ def test_weights_verify_and_download(server, tmp_path, monkeypatch, run_cli):
         weights.download_weights("resnet50_ibn_a", url=server.url("/bad.pth"))
     code, out, _ = run_cli("weights", "list", "--json")
     assert {row["name"] for row in json.loads(out)} >= {"resnet50", "resnet50_ibn_a", "msinet_msmt"}
+
+
+def test_users_archive_with_wrong_checksum_is_reported_and_kept(tmp_path):
+    archive = tmp_path / "Market-1501-v15.09.15.zip"  # the registry name: its md5 is checked
+    archive.write_bytes(market_zip())
+    with pytest.raises(ReidbenchError, match="md5 mismatch") as info:
+        prepare_dataset("market1501", archive, tmp_path / "root")
+    assert archive.is_file() and "not the official one" in info.value.hint
+    assert dataset_status("market1501", tmp_path / "root")["status"] == "missing"

@@ -118,8 +118,9 @@ def gdrive_download(file_id: str, dest: Path) -> Path:
 
 
 def check_archive(path: Path, md5: str | None = None, sha256: str | None = None,
-                  size: int | None = None) -> None:
-    """Reject HTML pages, wrong sizes and wrong checksums; a rejected file is removed."""
+                  size: int | None = None, remove_rejected: bool = True) -> None:
+    """Reject HTML pages, wrong sizes and wrong checksums. A rejected download is removed; a
+    user's own file (``remove_rejected=False``) is left where it is."""
     problem = None
     if looks_like_html(path):
         problem = (f"{path.name} is an HTML page, not an archive (Google Drive quota exceeded or "
@@ -134,8 +135,10 @@ def check_archive(path: Path, md5: str | None = None, sha256: str | None = None,
                     problem = f"{path.name}: {algorithm} mismatch, expected {expected}, got {found}"
                 break
     if problem:
-        path.unlink(missing_ok=True)
-        raise DownloadError(problem, hint="the file was removed; download it again or fetch it by hand")
+        if remove_rejected:
+            path.unlink(missing_ok=True)
+            raise DownloadError(problem, hint="the file was removed; download it again or fetch it by hand")
+        raise DownloadError(f"{path}: {problem}", hint="the archive is not the official one or is damaged")
 
 
 def _inside(base: Path, target: Path) -> bool:

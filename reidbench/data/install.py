@@ -107,27 +107,11 @@ def _find(spec_name: str, base: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _checked_source(spec: DatasetSpec, source: Path) -> None:
+    """A user's archive with a registry name must match its published checksum (and is kept)."""
     if source.is_file():
         known = next((a for a in spec.archives if a.name == source.name), None)
         if known is not None:
-            check_archive_keep(source, known)
-
-
-def check_archive_keep(source: Path, known: Archive) -> None:
-    """Checksum a user's own archive without deleting it on mismatch."""
-    from reidbench.data.checksums import file_digest
-    from reidbench.data.download import looks_like_html
-
-    if looks_like_html(source):
-        raise DownloadError(f"{source}: is an HTML page, not an archive (Google Drive quota or "
-                            "permission page saved instead?)")
-    for algorithm, expected in (("sha256", known.sha256), ("md5", known.md5)):
-        if expected:
-            found = file_digest(source, algorithm)
-            if found != expected:
-                raise DownloadError(f"{source}: {algorithm} mismatch, expected {expected}, got {found}",
-                                    hint="the archive is not the official one or is damaged")
-            return
+            check_archive(source, known.md5, known.sha256, remove_rejected=False)
 
 
 def prepare_dataset(name: str, source: Path, root: Path, force: bool = False,

@@ -34,7 +34,7 @@ OPEN_SECTIONS = (ModelSection, LossTerm)  # unknown keys become constructor opti
 
 
 class RecipeError(ReidbenchError):
-    pass
+    """A recipe problem: the message names the file, the key path and what was expected."""
 
 
 def _renames_model(key: str, value: Any, current: Any) -> bool:
@@ -120,12 +120,11 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for option in (a for a in args if a is not type(None)):
             try:
                 return _convert(value, option, where, source)
-            except RecipeError as error:
-                errors.append(error)
+            except RecipeError:
+                continue
         raise RecipeError(f"{source}: {where}: expected {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, source)
