@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
 from reidbench.data.checksums import file_digest
@@ -68,7 +69,7 @@ def http_download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0,
                 total = offset + int(length) if length is not None else None
                 mode = "ab" if offset else "wb"
                 progress, task = _progress(total, dest.name)
-                with open(part, mode) as handle, progress if show_progress else _Null():
+                with open(part, mode) as handle, progress if show_progress else nullcontext():
                     progress.update(task, completed=offset)
                     while block := response.read(CHUNK):
                         handle.write(block)
@@ -92,14 +93,6 @@ def http_download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0,
         f"{url}: download failed after {retries + 1} attempts with {size} bytes received "
         f"({last_error})", hint="run the same command again to resume",
     )
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def gdrive_download(file_id: str, dest: Path) -> Path:

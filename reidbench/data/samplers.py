@@ -40,6 +40,7 @@ class IdentityBatchSampler:
         self.k, self.mode, self.seed = num_instances, mode, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
+        self._plan: tuple[int, list[list[int]]] | None = None  # (epoch, global batches)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's order; skip the first ``start_batch`` batches (resuming)."""
@@ -60,6 +61,12 @@ class IdentityBatchSampler:
         return groups
 
     def global_batches(self) -> list[list[int]]:
+        """This epoch's batches for all ranks, computed once per epoch (len and iter share it)."""
+        if self._plan is None or self._plan[0] != self.epoch:
+            self._plan = (self.epoch, self._make_batches())
+        return self._plan[1]
+
+    def _make_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         groups = self._groups(rng)
         batches: list[list[int]] = []

@@ -123,7 +123,8 @@ def plan_reid(ids: int, per_id: int, num_cams: int, rng: np.random.Generator,
         queried: set[int] = set()
         for cam in cams:
             take = cam not in queried and len(queried) < min(queries_per_id, len(set(cams)) - 1)
-            queried.add(cam) if take else None
+            if take:
+                queried.add(cam)
             shots.append(Shot("query" if take else "gallery", pid, cam))
     extra = first_pid + ids
     for i in range(gallery_only_ids):

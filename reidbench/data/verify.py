@@ -55,7 +55,7 @@ class VerifyReport:
 
 def _expected_stats(spec: DatasetSpec, variant: str | None, manifest: dict | None) -> dict:
     if manifest:
-        entry = manifest["splits"].get(variant or "default") or manifest["splits"]
+        entry = manifest["splits"][variant or "default"]
         return {k: (Stats(*v) if v else None) for k, v in entry.items()}
     chosen = spec.variant(variant)
     return {"train": chosen.train, "query": chosen.query, "gallery": chosen.gallery}

@@ -101,32 +101,28 @@ def search_msinet(records: list[ImageRecord], out: Path, epochs: int = 350, batc
                 "val": ClusterMemory(512, len({r.pid for r in val}), device=device)}
     weight_opt = torch.optim.SGD(model.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=5e-4)
     arch_opt = torch.optim.Adam([model.alpha], lr=0.002, betas=(0.5, 0.999), weight_decay=1e-3)
-    iterations = max(1, len(list(IdentityBatchSampler([r.pid for r in train], batch_size, num_instances,
-                                                      "pk", seed))))
+    iterations = max(1, len(IdentityBatchSampler([r.pid for r in train], batch_size, num_instances, "pk", seed)))
     train_batches = _batches(train, batch_size, num_instances, seed, height, width, workers)
     val_batches = _batches(val, batch_size, num_instances, seed + 1, height, width, workers)
-    model.train()
-    for step in range(epochs * iterations):
-        if step > 0:  # architecture step on validation data
-            images, pids, *_ = next(val_batches)
-            images, pids = images.to(device), pids.to(device)
-            features = model(images)
-            loss = memories["val"].loss(features, pids)
-            arch_opt.zero_grad()
-            weight_opt.zero_grad()
-            loss.backward()
-            arch_opt.step()
-            memories["val"].update(features, pids)
-        images, pids, *_ = next(train_batches)  # weight step on training data
+
+    def step(batches, memory: ClusterMemory, optimizer: torch.optim.Optimizer, weights_only: bool) -> None:
+        images, pids, *_ = next(batches)
         images, pids = images.to(device), pids.to(device)
         features = model(images)
-        loss = memories["train"].loss(features, pids)
+        loss = memory.loss(features, pids)
         arch_opt.zero_grad()
         weight_opt.zero_grad()
         loss.backward()
-        model.alpha.grad = None  # weights only
-        weight_opt.step()
-        memories["train"].update(features, pids)
+        if weights_only:
+            model.alpha.grad = None
+        optimizer.step()
+        memory.update(features, pids)
+
+    model.train()
+    for index in range(epochs * iterations):
+        if index > 0:  # architecture step on validation data, then a weight step on training data
+            step(val_batches, memories["val"], arch_opt, weights_only=False)
+        step(train_batches, memories["train"], weight_opt, weights_only=True)
     genotype = resolve_genotype(model.genotype())
     alpha = torch.softmax(model.alpha.detach(), -1).cpu().tolist()
     document = {"genotype": genotype, "alpha_softmax": [[round(v, 6) for v in row] for row in alpha],

@@ -167,6 +167,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, r.optim)
         centers = self.losses.center_parameters()
         self.center_optimizer = torch.optim.SGD(centers, lr=r.optim.center_lr) if centers else None
+        # the centres' own optimiser undoes the loss weight on their gradients
+        self.center_grad_scale = 1.0 / next((t.weight for t in r.loss if t.name == "center"), 1.0)
         self.scheduler = build_scheduler(self.optimizer, r.schedule, r.train.epochs, self.steps_per_epoch)
         self.use_amp = bool(r.train.amp and self.device.startswith("cuda"))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -211,7 +213,7 @@ class Trainer:
         self.net.train()
         self.sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
-        seen, start = 0, time.perf_counter()
+        seen, iterations, start = 0, 0, time.perf_counter()
         for iteration, (images, pids, _camids, _index) in enumerate(self.loader):
             images = images.to(self.device, non_blocking=True)
             pids = pids.to(self.device, non_blocking=True)
@@ -232,15 +234,15 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
             self.scaler.step(self.optimizer)
             if self.center_optimizer:
-                center_weight = next(t.weight for t in self.recipe.loss if t.name == "center")
-                for p in self.losses.center_parameters():  # undo the loss weight on the centres
+                for p in self.losses.center_parameters():
                     if p.grad is not None:
-                        p.grad.mul_(1.0 / center_weight)
+                        p.grad.mul_(self.center_grad_scale)
                 self.center_optimizer.step()
             self.scaler.update()
             if self.recipe.schedule.per_iteration:
                 self.scheduler.step()
             seen += len(pids)
+            iterations += 1
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
             if progress is not None:
@@ -251,8 +253,7 @@ class Trainer:
                     f"lr {self.optimizer.param_groups[0]['lr']:.2e} {rate:.0f} img/s"))
         if not self.recipe.schedule.per_iteration:
             self.scheduler.step()
-        iterations = max(1, iteration + 1) if seen else 1
-        return {k: v / iterations for k, v in sums.items()} | {
+        return {k: v / max(1, iterations) for k, v in sums.items()} | {
             "images_per_s": seen * self.dist.world_size / max(1e-9, time.perf_counter() - start)}
 
     @torch.no_grad()

@@ -137,6 +137,7 @@ class _DenseRows:
     def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> None:
         self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
         self.num_query, self.num_gallery = q_g.shape
+        self.feature_dim = 1  # gathering reads single matrix entries
 
     def rows(self) -> Iterator[tuple[int, torch.Tensor]]:
         # Row i of the original's working matrix is column i of the combined matrix.
@@ -173,6 +174,7 @@ class _FeatureRows:
         self.metric = metric
         self.num_query, self.num_gallery = query.shape[0], gallery.shape[0]
         self.sqnorm = self.features.pow(2).sum(1)
+        self.feature_dim = self.features.shape[1]
 
     def rows(self) -> Iterator[tuple[int, torch.Tensor]]:
         f = self.features
@@ -219,8 +221,7 @@ def _rerank_rows(source: Any, k1: int, k2: int, lambda_value: float) -> torch.Te
     members = members[:, :width]
     in_set = np.arange(width)[None, :] < counts[:, None]
     weights = np.zeros((n, width), np.float64)
-    dim = getattr(source, "features", np.empty((0, 1))).shape[1]
-    step = max(1, min(ROW_CHUNK * 4, GATHER_BUDGET // max(1, width * dim)))
+    step = max(1, min(ROW_CHUNK * 4, GATHER_BUDGET // max(1, width * source.feature_dim)))
     for part in (range(0, nq), range(nq, n)):
         for s in range(part.start, part.stop, step):
             e = min(s + step, part.stop)
