@@ -181,22 +181,31 @@ def _train_cmd(run: Path, *extra: str) -> list[str]:
             *[a for o in SMOKE + ["train.epochs=3", "train.eval_every=3"] for a in ("--set", o)], *extra]
 
 
+# Runs the CLI with the trainer's checkpoint writer wrapped so that the process SIGKILLs itself right after
+# the first checkpoint lands: a real kill at a deterministic point (polling from outside raced the 2-epoch run).
+_KILL_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+import reidbench.engine.trainer as trainer
+from reidbench.cli.app import main
+save = trainer.save_checkpoint
+def save_then_die(path, state):
+    save(path, state)
+    os.kill(os.getpid(), signal.SIGKILL)
+trainer.save_checkpoint = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_kill_gives_identical_final_metrics(smoke_env):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     full = smoke_env / "full"
     subprocess.run(_train_cmd(full, "--run-dir", str(full)), check=True, env=env, capture_output=True)
     killed = smoke_env / "killed"
-    process = subprocess.Popen(_train_cmd(killed, "--run-dir", str(killed)), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-c", _KILL_AFTER_FIRST_CHECKPOINT, *_train_cmd(killed, "--run-dir", str(killed))[3:]]
+    process = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert process.returncode == -signal.SIGKILL, process.stderr
     checkpoint = killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if checkpoint.is_file() and torch.load(checkpoint, weights_only=False)["epoch"] == 0:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert torch.load(checkpoint, weights_only=False)["epoch"] < 2  # killed before the end
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 0  # killed after the first epoch
     resumed = subprocess.run(_train_cmd(killed, "--resume", str(killed)), env=env, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr
