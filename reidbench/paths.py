@@ -15,6 +15,7 @@ from pathlib import Path
 
 DATA_ENV = "REIDBENCH_DATA"
 RUNS_ENV = "REIDBENCH_RUNS"
+LEADERBOARDS_ENV = "REIDBENCH_LEADERBOARDS"
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,8 @@ def runs_dir() -> Path:
 
 def weights_dir() -> Path:
     return resolve_weights_dir().path
+
+
+def leaderboards_dir() -> Path:
+    """Leaderboard CSVs: ``$REIDBENCH_LEADERBOARDS``, else ``./leaderboards``."""
+    return _expand(os.environ.get(LEADERBOARDS_ENV) or "leaderboards")

@@ -164,6 +164,13 @@ def profile_model(target: str, input_size: tuple[int, int] | None = None,
                   use_cache: bool = True, depth: int = 2) -> Profile:
     config = model_config(target)
     name = config.pop("name")
+    return profile_config(name, config, input_size, use_cache, depth)
+
+
+def profile_config(name: str, config: dict[str, Any], input_size: tuple[int, int] | None = None,
+                   use_cache: bool = True, depth: int = 2) -> Profile:
+    """Profile a registry model built with constructor options (pretrained weights are never loaded)."""
+    config = {k: v for k, v in config.items() if k != "pretrained"}
     model = create_model(name, **config)
     height, width = input_size or getattr(model, "default_input", (256, 128))
     key = json.dumps({"model": name, "config": config, "input": [height, width],

@@ -51,7 +51,7 @@ def root(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from reidbench.cli import bench, data, env, evaluate, profile, search, train, weights  # noqa: F401
+    from reidbench.cli import bench, data, env, evaluate, profile, reproduce, search, train, weights  # noqa: F401
 
 
 def report_error(error: ReidbenchError, console: Console | None = None) -> None:

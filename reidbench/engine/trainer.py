@@ -36,7 +36,7 @@ from reidbench.evaluation.features import FeatureSet, save_features
 from reidbench.losses import build_losses
 from reidbench.models import create_model
 from reidbench.recipes.loading import recipe_hash, to_dict
-from reidbench.recipes.schema import Recipe
+from reidbench.recipes.schema import EvalSection, Recipe
 
 
 def seed_everything(seed: int) -> None:
@@ -78,6 +78,19 @@ def load_split(recipe: Recipe, which: str, data_root: Path) -> Split:
     if recipe.data.synthetic and not split.synthetic:
         raise ReidbenchError(f"{split.root}: expected a synthetic miniature (manifest missing)")
     return split
+
+
+def evaluate_features(features: FeatureSet, settings: EvalSection) -> EvaluationResult:
+    """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features."""
+    if settings.rerank is not None:
+        dist = rerank_features(features.query_features, features.gallery_features, settings.metric,
+                               settings.rerank.k1, settings.rerank.k2, settings.rerank.lambda_value,
+                               settings.normalize)
+    else:
+        dist = compute_distance(features.query_features, features.gallery_features, settings.metric,
+                                settings.normalize)
+    return evaluate(dist, features.query_pids, features.gallery_pids, features.query_camids,
+                    features.gallery_camids, protocol=features.protocol)
 
 
 @dataclass
@@ -281,14 +294,7 @@ class Trainer:
         )
 
     def evaluate(self, features: FeatureSet) -> EvaluationResult:
-        e = self.recipe.eval
-        if e.rerank is not None:
-            dist = rerank_features(features.query_features, features.gallery_features, e.metric,
-                                   e.rerank.k1, e.rerank.k2, e.rerank.lambda_value, e.normalize)
-        else:
-            dist = compute_distance(features.query_features, features.gallery_features, e.metric, e.normalize)
-        return evaluate(dist, features.query_pids, features.gallery_pids, features.query_camids,
-                        features.gallery_camids, protocol=features.protocol)
+        return evaluate_features(features, self.recipe.eval)
 
     def run(self) -> RunRecord:
         from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn

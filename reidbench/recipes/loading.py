@@ -221,8 +221,13 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """sha256 of the resolved recipe (canonical JSON), without the free-text name/description."""
+    """sha256 of the resolved recipe (canonical JSON) over what changes a run's numbers.
+
+    Labels (name, description, the paper cell it reproduces) stay out, so two paper cells that train
+    the same thing share one run.
+    """
     data = to_dict(recipe)
-    data.pop("description", None)
+    for label in ("name", "description", "reported"):
+        data.pop(label, None)
     data.pop("scales", None)  # already applied; the scale itself stays in the hash
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,242 @@
+"""Leaderboards: reproduced numbers beside the reported ones, one CSV per paper.
+
+A row is one metric of one paper cell at one scale. Every measured row carries how it was obtained:
+seeds and run ids, recipe and hash, git commit, evaluation settings, versions and device. Rows are
+merged into ``leaderboards/<paper>.csv`` under a file lock and written atomically, so concurrent
+``reidbench reproduce`` processes do not lose each other's rows; a "not run" row never replaces a
+measured one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reidbench import paths
+from reidbench.errors import ReidbenchError
+from reidbench.evaluation.atomic import atomic_write
+
+COLUMNS = [
+    "paper", "table", "row", "dataset", "metric", "reported", "reproduced", "std", "ci95_low", "ci95_high",
+    "ci_method", "delta", "status", "tolerance", "params_M", "deploy_params_M", "gmacs", "input", "scale",
+    "synthetic", "seeds", "run_ids", "git_commit", "recipe", "model", "recipe_hash", "distance", "normalize",
+    "rerank_k1", "rerank_k2", "rerank_lambda", "precision", "pretrained", "torch", "cuda", "device", "updated",
+    "note",
+]
+KEY = ["paper", "table", "row", "dataset", "metric", "scale"]
+NOT_RUN = "not run"
+
+
+def leaderboard_path(paper: str, directory: Path | None = None) -> Path:
+    return (directory or paths.leaderboards_dir()) / f"{paper}.csv"
+
+
+# ---- statistics --------------------------------------------------------------------------------
+
+def seed_interval(values: list[float]) -> tuple[float, float, float]:
+    """(std, low, high): Student-t 95% interval of the mean over seeds."""
+    from scipy import stats
+
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1))
+    if std == 0.0:
+        return 0.0, float(array.mean()), float(array.mean())
+    low, high = stats.t.interval(0.95, len(array) - 1, loc=array.mean(), scale=std / math.sqrt(len(array)))
+    return std, float(low), float(high)
+
+
+def bootstrap_interval(per_query: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
+    """(std, low, high) of a per-query mean by bootstrap over queries (percentile, 95%)."""
+    from scipy import stats
+
+    data = np.asarray(per_query, dtype=float)
+    data = data[np.isfinite(data)]
+    if len(data) < 2 or np.all(data == data[0]):
+        value = float(data.mean()) if len(data) else float("nan")
+        return 0.0, value, value
+    result = stats.bootstrap((data,), np.mean, n_resamples=resamples, confidence_level=0.95,
+                             method="percentile", rng=np.random.default_rng(seed))
+    return (float(result.standard_error), float(result.confidence_interval.low),
+            float(result.confidence_interval.high))
+
+
+def status_of(reported: float | None, reproduced: float | None, tolerance: float, scale: str,
+              synthetic: bool) -> str:
+    if reproduced is None or (isinstance(reproduced, float) and math.isnan(reproduced)):
+        return NOT_RUN
+    if reported is None:
+        return "no reported value"
+    if synthetic:
+        return "not comparable (synthetic data)"
+    if scale != "full":
+        return f"not comparable ({scale} scale)"
+    delta = reproduced - reported
+    if abs(delta) <= tolerance:
+        return f"within ±{tolerance:g}"
+    return f"{'below' if delta < 0 else 'above'} (tolerance ±{tolerance:g})"
+
+
+# ---- the CSV -----------------------------------------------------------------------------------
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_leaderboard(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ReidbenchError(f"{path}: not a readable leaderboard CSV ({error})") from error
+    missing = [c for c in KEY if c not in frame.columns]
+    if missing:
+        raise ReidbenchError(f"{path}: not a reidbench leaderboard (missing columns {', '.join(missing)})")
+    return frame
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def merge_rows(path: Path, rows: Iterable[dict[str, Any]],
+               order: Callable[[dict[str, str]], tuple] | None = None) -> pd.DataFrame:
+    """Insert or replace rows by key (paper, table, row, dataset, metric, scale), atomically."""
+    new = [{c: _cell_text(r.get(c)) for c in COLUMNS} for r in rows]
+    with _locked(path):
+        frame = read_leaderboard(path)
+        existing = {tuple(r[k] for k in KEY): r for r in frame.to_dict("records")}
+        for row in new:
+            key = tuple(row[k] for k in KEY)
+            old = existing.get(key)
+            if row["status"] == NOT_RUN and old is not None and old.get("status") != NOT_RUN:
+                continue  # a blocked attempt never erases a measurement
+            existing[key] = row
+        records = list(existing.values())
+        if order is not None:
+            records.sort(key=order)
+        out = pd.DataFrame(records, columns=list(dict.fromkeys([*COLUMNS, *frame.columns])))
+
+        def write(handle: Any) -> None:
+            handle.write(out.to_csv(index=False).encode())
+
+        atomic_write(path, write)
+    return out
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+DISPLAY = ["cell", "metric", "reported", "reproduced", "95% CI", "delta", "status", "scale"]
+
+
+def _fmt(text: str, signed: bool = False) -> str:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return str(text)
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns a reader compares, numbers to two decimals."""
+    rows = []
+    for _, row in frame.iterrows():
+        ci = f"[{_fmt(row['ci95_low'])}, {_fmt(row['ci95_high'])}]" if row.get("ci95_low") else ""
+        rows.append({"cell": f"{row['table']} / {row['row']} / {row['dataset']}", "metric": row["metric"],
+                     "reported": row["reported"], "reproduced": _fmt(row["reproduced"]) if row["reproduced"] else "",
+                     "95% CI": ci, "delta": _fmt(row["delta"], signed=True) if row["delta"] else "",
+                     "status": row["status"], "scale": row["scale"]})
+    return pd.DataFrame(rows, columns=DISPLAY)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    shown = display_frame(frame)
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    for _, row in shown.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row.values) + " |")
+    return "\n".join(lines)
+
+
+def to_rich(frame: pd.DataFrame, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    shown = display_frame(frame)
+    for column in shown.columns:
+        table.add_column(column, justify="right" if column in ("reported", "reproduced", "delta") else "left",
+                         overflow="fold")
+    for _, row in shown.iterrows():
+        style = None
+        if str(row["status"]).startswith(("below", "above")):
+            style = "red"
+        elif str(row["status"]).startswith("within"):
+            style = "green"
+        table.add_row(*(str(v) for v in row.values), style=style)
+    return table
+
+
+def to_csv_text(frame: pd.DataFrame) -> str:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue()
+
+
+def plot(frame: pd.DataFrame, out: Path, title: str) -> Path:
+    """Reported (x) against reproduced (y) with 95% intervals and the y = x line, one colour per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = frame[(frame["reported"] != "") & (frame["reproduced"] != "")]
+    if measured.empty:
+        raise ReidbenchError(f"--plot {out}: no row has both a reported and a reproduced value yet",
+                             hint="run `reidbench reproduce` first")
+    figure, axis = plt.subplots(figsize=(6, 6))
+    for metric, group in measured.groupby("metric"):
+        x = group["reported"].astype(float).to_numpy()
+        y = group["reproduced"].astype(float).to_numpy()
+        low = pd.to_numeric(group["ci95_low"], errors="coerce").fillna(pd.Series(y, index=group.index)).to_numpy()
+        high = pd.to_numeric(group["ci95_high"], errors="coerce").fillna(pd.Series(y, index=group.index)).to_numpy()
+        axis.errorbar(x, y, yerr=[np.maximum(0, y - low), np.maximum(0, high - y)], fmt="o", capsize=3,
+                      label=str(metric))
+    limits = [0, 100]
+    axis.plot(limits, limits, "k--", linewidth=0.8, label="reproduced = reported")
+    axis.set_xlim(limits)
+    axis.set_ylim(limits)
+    axis.set_xlabel("reported (%)")
+    axis.set_ylabel("reproduced (%)")
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+
+    def write(handle: Any) -> None:
+        figure.savefig(handle, format=out.suffix.lstrip(".") or "png", dpi=120)
+
+    atomic_write(out, write)
+    plt.close(figure)
+    return out
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,1 @@
+"""Papers as data: tables, rows and reported values; planning, reproduction and ablations."""

@@ -1,0 +1,188 @@
+"""Read and check ``recipes/<paper>/paper.yaml``; select cells by table, row and dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reidbench.errors import ReidbenchError, UnknownNameError
+from reidbench.papers.schema import METRICS, TABLE_KINDS, Cell, DatasetColumn, Paper, Row, Table
+from reidbench.recipes.loading import RECIPES_DIR, resolve_path
+
+PAPER_FILE = "paper.yaml"
+
+
+class PaperSpecError(ReidbenchError):
+    """A paper file problem: names the file, the key path and what was expected."""
+
+
+def list_papers(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    return sorted(p.parent.name for p in recipes_dir.glob(f"*/{PAPER_FILE}"))
+
+
+def paper_path(key: str, recipes_dir: Path = RECIPES_DIR) -> Path:
+    path = Path(key)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    path = recipes_dir / key.lower() / PAPER_FILE
+    if not path.is_file():
+        raise UnknownNameError("paper", key, list_papers(recipes_dir))
+    return path
+
+
+def _need(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, source: Path) -> Any:
+    if key not in data:
+        raise PaperSpecError(f"{source}: {where}: missing key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise PaperSpecError(f"{source}: {where}.{key}: expected {expected}, got {value!r}")
+    return value
+
+
+def _values(raw: Any, n: int, where: str, source: Path) -> list[float | None]:
+    if not isinstance(raw, list) or len(raw) != n:
+        raise PaperSpecError(f"{source}: {where}: expected a list of {n} values (null for '-'), got {raw!r}")
+    out: list[float | None] = []
+    for value in raw:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise PaperSpecError(f"{source}: {where}: expected numbers or null, got {value!r}")
+        out.append(None if value is None else float(value))
+    return out
+
+
+def _row(data: Any, table: dict[str, Any], datasets: dict[str, DatasetColumn], where: str,
+         source: Path) -> Row:
+    if not isinstance(data, dict):
+        raise PaperSpecError(f"{source}: {where}: expected a mapping, got {data!r}")
+    name = _need(data, "name", str, where, source)
+    where = f"{where} ({name})"
+    groups, metrics = table["groups"], table["metrics"]
+    values = {}
+    for key, raw in (data.get("values") or {}).items():
+        if key not in groups:
+            raise PaperSpecError(f"{source}: {where}.values: unknown column group {key!r}; "
+                                 f"expected one of: {', '.join(groups)}")
+        values[key] = _values(raw, len(metrics), f"{where}.values.{key}", source)
+    recipes: dict[str, str] = {}
+    template = data.get("recipe")
+    if template is not None:
+        if not isinstance(template, str):
+            raise PaperSpecError(f"{source}: {where}.recipe: expected a recipe name template, got {template!r}")
+        for key in data.get("reproduce", groups):
+            recipes[key] = template.format(slug=datasets[key].slug, train=datasets[key].train,
+                                           test=datasets[key].test)
+    for key, recipe in (data.get("recipes") or {}).items():
+        recipes[key] = recipe
+    for key, recipe in recipes.items():
+        if key not in groups:
+            raise PaperSpecError(f"{source}: {where}.recipes: unknown column group {key!r}")
+        try:
+            resolve_path(recipe)
+        except ReidbenchError as error:
+            raise PaperSpecError(f"{source}: {where}: recipe {recipe!r} for {key} does not exist") from error
+    notes = data.get("notes") or {}
+    if isinstance(notes, str):
+        notes = {"*": notes}
+    return Row(name=name, values=values, cited=bool(data.get("cited", False)), model=data.get("model"),
+               recipes=recipes, extra={k: str(v) for k, v in (data.get("extra") or {}).items()},
+               notes={str(k): str(v) for k, v in notes.items()})
+
+
+def _table(data: Any, datasets: dict[str, DatasetColumn], index: int, source: Path) -> Table:
+    where = f"tables[{index}]"
+    if not isinstance(data, dict):
+        raise PaperSpecError(f"{source}: {where}: expected a mapping, got {data!r}")
+    table_id = _need(data, "id", str, where, source)
+    where = f"{where} ({table_id})"
+    kind = data.get("kind", "results")
+    if kind not in TABLE_KINDS:
+        raise PaperSpecError(f"{source}: {where}.kind: expected one of {', '.join(TABLE_KINDS)}, got {kind!r}")
+    groups = data.get("groups", []) if kind == "architecture" else _need(data, "groups", list, where, source)
+    metrics = data.get("metrics", []) if kind == "architecture" else _need(data, "metrics", list, where, source)
+    for key in groups:
+        if key not in datasets:
+            raise PaperSpecError(f"{source}: {where}.groups: {key!r} is not one of the paper's datasets "
+                                 f"({', '.join(datasets)})")
+    for metric in metrics:
+        if metric not in METRICS:
+            raise PaperSpecError(f"{source}: {where}.metrics: unknown metric {metric!r}; "
+                                 f"expected one of: {', '.join(METRICS)}")
+    spec = {"groups": groups, "metrics": metrics}
+    rows = [_row(r, spec, datasets, f"{where}.rows[{i}]", source) for i, r in enumerate(data.get("rows") or [])]
+    names = [r.name for r in rows]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise PaperSpecError(f"{source}: {where}: row {duplicate!r} appears twice")
+    return Table(id=table_id, caption=str(data.get("caption", "")), kind=kind, groups=list(groups),
+                 metrics=list(metrics), rows=rows, ablation=bool(data.get("ablation", False)),
+                 printed=bool(data.get("printed", True)), notes=list(data.get("notes") or []),
+                 content=dict(data.get("content") or {}))
+
+
+def load_paper(key: str, recipes_dir: Path = RECIPES_DIR) -> Paper:
+    source = paper_path(key, recipes_dir)
+    try:
+        data = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise PaperSpecError(f"{source}: not valid YAML{where} ({getattr(error, 'problem', error)})") from error
+    if not isinstance(data, dict):
+        raise PaperSpecError(f"{source}: expected a mapping at the top level")
+    datasets = {}
+    for name, raw in (_need(data, "datasets", dict, "paper", source)).items():
+        if not isinstance(raw, dict) or "train" not in raw:
+            raise PaperSpecError(f"{source}: datasets.{name}: expected a mapping with train (and test, variant)")
+        datasets[str(name)] = DatasetColumn(str(name), raw["train"], raw.get("test", raw["train"]),
+                                            raw.get("variant"))
+    tables = [_table(t, datasets, i, source) for i, t in enumerate(_need(data, "tables", list, "paper", source))]
+    return Paper(key=_need(data, "paper", str, "paper", source), title=str(data.get("title", "")),
+                 citation=str(data.get("citation", "")), source=str(data.get("source", "")),
+                 tolerance=float(data.get("tolerance", 1.0)), datasets=datasets, tables=tables,
+                 notes=list(data.get("notes") or []))
+
+
+# ---- selection -------------------------------------------------------------------------------
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("→", "->").split())
+
+
+def matches(query: str | None, *names: str) -> bool:
+    """Case-insensitive prefix match against any of the names."""
+    return query is None or any(_norm(n).startswith(_norm(query)) for n in names if n)
+
+
+def _narrow(query: str | None, items: list[Any], names: Any) -> list[Any]:
+    # an exact name wins over prefixes, so "Table I" does not also pick "Table II" and "Table III"
+    if query is None:
+        return items
+    exact = [item for item in items if any(_norm(n) == _norm(query) for n in names(item) if n)]
+    return exact or [item for item in items if matches(query, *names(item))]
+
+
+def select_cells(paper: Paper, table: str | None = None, row: str | None = None,
+                 dataset: str | None = None, ablation_only: bool = False) -> list[Cell]:
+    """Every cell of the paper that holds a reported value or a recipe, filtered by prefix."""
+    tables = [t for t in paper.tables if t.kind != "architecture" and (t.ablation or not ablation_only)]
+    tables = _narrow(table, tables, lambda t: [t.id])
+    if table is not None and not tables:
+        raise UnknownNameError(f"{paper.key} table", table, [t.id for t in paper.tables])
+    cells: list[Cell] = []
+    for t in tables:
+        rows = _narrow(row, t.rows, lambda r: [r.name, r.plain_name])
+        groups = _narrow(dataset, [paper.datasets[g] for g in t.groups],
+                         lambda g: [g.key, g.label, g.slug])
+        for r in rows:
+            for g in groups:
+                has_value = any(v is not None for v in r.values.get(g.key, []))
+                if has_value or g.key in r.recipes:
+                    cells.append(Cell(paper.key, t, r, g, r.recipes.get(g.key)))
+    if not cells and (row or dataset):
+        raise ReidbenchError(f"no cell of {paper.key} matches --table {table or '*'} --row {row or '*'} "
+                             f"--dataset {dataset or '*'}",
+                             hint=f"see `reidbench reproduce {paper.key} --dry-run` for the cells")
+    return cells
