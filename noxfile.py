@@ -5,6 +5,7 @@ installing torch with its CUDA libraries takes minutes, and every session needs 
     nox -s lint    # ruff
     nox -s bench   # benchmarks that print figures
     nox -s slow    # end-to-end checks behind the `slow` marker
+    nox -s demo    # the main job: reidbench reproduce masenet --scale smoke
 """
 
 from __future__ import annotations
@@ -46,3 +47,10 @@ def slow(session: nox.Session) -> None:
     """Slow end-to-end checks (minutes): `pytest -m slow`."""
     _install(session)
     session.run("python", "-m", "pytest", "-q", "-m", "slow", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def demo(session: nox.Session) -> None:
+    """The main job on built-in synthetic data: reproduce MASENet at smoke scale, print the leaderboard."""
+    _install(session)
+    session.run("reidbench", "reproduce", "masenet", "--scale", "smoke", *session.posargs, external=True)

@@ -98,7 +98,8 @@ def reproduce_command(
     frame = read_leaderboard(result.csv)
     frame = frame[(frame["scale"] == scale) | (frame["status"] == "not run")]
     selected = {(p.cell.table.id, p.cell.row.name, p.cell.group.label) for p in result.planned}
-    frame = frame[[(t, r, d) in selected for t, r, d in zip(frame["table"], frame["row"], frame["dataset"], strict=True)]]
+    keys = zip(frame["table"], frame["row"], frame["dataset"], strict=True)
+    frame = frame[[key in selected for key in keys]]
     console.print(to_rich(frame, f"{result.paper.key} leaderboard ({scale}) — {result.csv}"))
     _finish(console, result)
 

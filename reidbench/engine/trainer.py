@@ -341,6 +341,13 @@ class Trainer:
                     if last:
                         save_features(self.run_dir / "features.pt", features)
                 barrier(self.dist)
+        if self.dist.is_main and result is None:
+            # killed after the last epoch's checkpoint but before its evaluation: evaluate now
+            features = self.feature_set()
+            result = self.evaluate(features)
+            self._log({"epoch": r.train.epochs, "eval": result.summary(),
+                       "num_valid_queries": result.num_valid_queries})
+            save_features(self.run_dir / "features.pt", features)
         if self.dist.is_main and result is not None:
             np.save(self.run_dir / "per_query_ap.npy", result.ap)
             record.metrics = result.summary()

@@ -76,6 +76,13 @@ def execute(runs: list[PlannedRun], data_root: Path, devices: list[str], jobs: i
         for index, run in enumerate(runs, 1):
             one(index, run, devices[0], in_process=True)
         return outcome
+    # parallel runs would race to generate the same synthetic miniature: generate each once, here
+    from reidbench.engine.trainer import load_split
+
+    for run in runs:
+        if run.recipe.data.synthetic:
+            load_split(run.recipe, "train", data_root)
+            load_split(run.recipe, "test", data_root)
     free: queue.Queue[str] = queue.Queue()
     for slot in range(jobs):
         free.put(devices[slot % len(devices)])

@@ -191,6 +191,8 @@ def load_recipe(path: str | Path, scale: str = "full", overrides: list[str] | No
         tree = deep_merge(tree, deep_merge(SMALL_DEFAULTS, scales.get("small", {})))
     for text in overrides or []:
         keys, value = parse_override(text)
+        if keys == ["model", "name"] and value != (tree.get("model") or {}).get("name"):
+            tree["model"] = {}  # another model: the old one's constructor options do not apply
         try:
             _set(tree, keys, value)
         except (IndexError, ValueError, TypeError) as error:
