@@ -6,6 +6,7 @@ installing torch with its CUDA libraries takes minutes, and every session needs 
     nox -s bench   # benchmarks that print figures
     nox -s slow    # end-to-end checks behind the `slow` marker
     nox -s demo    # the main job: reidbench reproduce masenet --scale smoke
+    nox -s regress # regression suite vs the golden file (reidbench regress --suite ci)
 """
 
 from __future__ import annotations
@@ -54,3 +55,10 @@ def demo(session: nox.Session) -> None:
     """The main job on built-in synthetic data: reproduce MASENet at smoke scale, print the leaderboard."""
     _install(session)
     session.run("reidbench", "reproduce", "masenet", "--scale", "smoke", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def regress(session: nox.Session) -> None:
+    """The regression suite against the committed golden file (`-- --suite small` for real data)."""
+    _install(session)
+    session.run("reidbench", "regress", *(session.posargs or ["--suite", "ci"]), external=True)

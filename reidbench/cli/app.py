@@ -51,7 +51,18 @@ def root(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from reidbench.cli import bench, data, env, evaluate, profile, reproduce, search, train, weights  # noqa: F401
+    from reidbench.cli import (  # noqa: F401
+        bench,
+        data,
+        env,
+        evaluate,
+        profile,
+        regress,
+        reproduce,
+        search,
+        train,
+        weights,
+    )
 
 
 def report_error(error: ReidbenchError, console: Console | None = None) -> None:

@@ -258,6 +258,7 @@ class Trainer:
             iterations += 1
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
+            sums["total"] = sums.get("total", 0.0) + float(total.detach())  # the weighted sum that is optimised
             if progress is not None:
                 rate = seen / max(1e-9, time.perf_counter() - start)
                 terms = " ".join(f"{k.split(':')[0]} {v / (iteration + 1):.3f}" for k, v in sums.items())

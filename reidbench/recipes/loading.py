@@ -91,6 +91,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; a user means the number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
     except yaml.YAMLError as error:
         raise RecipeError(f"--set {text!r}: value is not valid YAML") from error
     return key.strip().split("."), value

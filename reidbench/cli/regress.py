@@ -1,0 +1,39 @@
+"""`reidbench regress`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from reidbench import paths
+from reidbench.cli.app import app
+
+
+@app.command("regress")
+def regress_command(
+    ctx: typer.Context,
+    suite: str = typer.Option("ci", "--suite", help="ci (synthetic data, CPU) or small (real datasets when present)."),
+    update: bool = typer.Option(False, "--update", help="Measure the spread, rewrite the golden file, print the diff."),
+    case: list[str] = typer.Option([], "--case", help="Only these cases; repeatable."),
+    repeats: int = typer.Option(None, "--repeats", help="Runs per case for --update (default: the suite's)."),
+) -> None:
+    """Train each main model on small data with fixed seeds and compare with the committed golden file."""
+    from reidbench.regress import render, run_suite
+
+    console = Console()
+    settings = ctx.find_root().obj
+    report, diff = run_suite(suite, update=update, data_root=paths.data_root(settings.data_root if settings else None),
+                             cases=case or None, repeats=repeats,
+                             say=lambda line: console.print(line, markup=False))
+    if update:
+        console.print(diff or "golden file unchanged", markup=False, highlight=False)
+        for case_name, reason in report.skipped.items():
+            console.print(f"skipped {case_name}: {reason}", style="yellow", markup=False)
+        return
+    console.print(render(report))
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False)
+    if report.failed:
+        failed = sorted({c.case for c in report.checks if c.status == "FAIL"})
+        console.print(f"regression: {', '.join(failed)} outside tolerance", style="bold red", markup=False)
+        raise typer.Exit(1)
