@@ -120,6 +120,7 @@ def ablate_command(
     """Run ablations and render them as the paper's table with deltas to the first row."""
     from reidbench.papers.ablate import AblationRow, grid_rows, plan_grid, render
     from reidbench.papers.loading import list_papers
+    from reidbench.papers.plan import FINISHED
     from reidbench.papers.reproduce import default_devices, execute, reproduce_paper
 
     console = Console()
@@ -153,7 +154,7 @@ def ablate_command(
         raise ReidbenchError(f"{target}: not a paper ({', '.join(list_papers())}); a recipe needs --grid key=v1,v2")
     planned = plan_grid(target, grid, scale, paths.runs_dir() / "ablate", overrides)
     if not dry_run:
-        todo = [run for _, run in planned if run.state != "finished"]
+        todo = [run for _, run in planned if run.state != FINISHED]
         outcome = execute(todo, _data_root(ctx), default_devices(device, 1), 1, say)
         if outcome.failed:
             for run, reason in outcome.failed.items():

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from reidbench.errors import ReidbenchError, UnknownNameError
 from reidbench.papers.schema import METRICS, TABLE_KINDS, Cell, DatasetColumn, Paper, Row, Table
-from reidbench.recipes.loading import RECIPES_DIR, resolve_path
+from reidbench.recipes.loading import RECIPES_DIR, read_mapping, resolve_path
 
 PAPER_FILE = "paper.yaml"
 
@@ -124,14 +122,7 @@ def _table(data: Any, datasets: dict[str, DatasetColumn], index: int, source: Pa
 
 def load_paper(key: str, recipes_dir: Path = RECIPES_DIR) -> Paper:
     source = paper_path(key, recipes_dir)
-    try:
-        data = yaml.safe_load(source.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise PaperSpecError(f"{source}: not valid YAML{where} ({getattr(error, 'problem', error)})") from error
-    if not isinstance(data, dict):
-        raise PaperSpecError(f"{source}: expected a mapping at the top level")
+    data = read_mapping(source, PaperSpecError)
     datasets = {}
     for name, raw in (_need(data, "datasets", dict, "paper", source)).items():
         if not isinstance(raw, dict) or "train" not in raw:

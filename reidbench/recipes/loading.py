@@ -67,17 +67,23 @@ def resolve_path(name: str | Path, relative_to: Path | None = None) -> Path:
     raise RecipeError(f"{name}: recipe file not found (looked in {', '.join(str(c) for c in candidates)})")
 
 
-def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in chain:
-        raise RecipeError(f"{path}: base: inheritance loops back ({' -> '.join(str(p) for p in chain)})")
+def read_mapping(path: Path, error_type: type[ReidbenchError] = ReidbenchError) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; a syntax error names the file and line."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where} ({getattr(error, 'problem', error)})") from error
+        raise error_type(f"{path}: not valid YAML{where} ({getattr(error, 'problem', error)})") from error
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise error_type(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in chain:
+        raise RecipeError(f"{path}: base: inheritance loops back ({' -> '.join(str(p) for p in chain)})")
+    data = read_mapping(path, RecipeError)
     base = data.pop("base", None)
     if base is None:
         return data
