@@ -57,16 +57,19 @@ def find_run_dir(runs_root: Path, recipe: Recipe, digest: str) -> Path:
     return runs_root / f"{recipe.name}-{recipe.scale}-s{recipe.train.seed}-{digest}"
 
 
-def run_state(run_dir: Path) -> str:
+def _record_status(record: Path) -> str | None:
     import json
 
+    try:
+        return json.loads(record.read_text()).get("status")
+    except ValueError:
+        return None  # a damaged run record: the run does not count as finished
+
+
+def run_state(run_dir: Path) -> str:
     record = run_dir / "run.json"
-    if record.is_file() and (run_dir / "features.pt").is_file():
-        try:
-            if json.loads(record.read_text()).get("status") == "finished":
-                return FINISHED
-        except ValueError:
-            pass
+    if record.is_file() and (run_dir / "features.pt").is_file() and _record_status(record) == "finished":
+        return FINISHED
     if (run_dir / "checkpoints" / "last.pt").is_file():
         return RESUME
     return READY

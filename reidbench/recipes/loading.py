@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,7 @@ from reidbench.errors import ReidbenchError, closest
 from reidbench.recipes.schema import LossTerm, ModelSection, Recipe
 
 SCALES = ("full", "small", "smoke")
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 # What `--scale smoke` means when a recipe does not say: the synthetic miniature, a tiny schedule.
 SMOKE_DEFAULTS: dict[str, Any] = {
@@ -97,11 +99,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; a user means the number
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 as a string; a user means the number
     except yaml.YAMLError as error:
         raise RecipeError(f"--set {text!r}: value is not valid YAML") from error
     return key.strip().split("."), value
