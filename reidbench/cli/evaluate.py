@@ -34,6 +34,8 @@ def evaluate_command(
         None, "--protocol", help="market or partial (default: the file's, else market)."
     ),
     ap: str = typer.Option("standard", "--ap", help="standard or matlab (trapezoid) AP."),
+    local: bool = typer.Option(False, "--local", help="Add the DMLI local distance of the file's "
+                               "query_local/gallery_local stripes (AlignedReID++ / AaP-ReID)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Compute R1/R5/R10, mAP and mINP from a features file."""
@@ -45,7 +47,7 @@ def evaluate_command(
         features = load_features(features_file)
         result = evaluate_feature_set(
             features, metric=metric, normalize=normalize, rerank=rerank, k1=k1, k2=k2,
-            lambda_value=lambda_value, protocol=protocol, ap=ap,
+            lambda_value=lambda_value, protocol=protocol, ap=ap, local=local,
         )
     except ValueError as error:
         raise ReidbenchError(f"{features_file}: {error}" if str(features_file) not in str(error)
@@ -66,7 +68,8 @@ def evaluate_command(
         typer.echo(json.dumps(record))
         return
     rr = result.settings["rerank"]
-    title = (f"{features_file.name}: {metric}{' normalised' if normalize else ''}, "
+    title = (f"{features_file.name}: {metric}{' normalised' if normalize else ''}"
+             f"{' + DMLI local' if local else ''}, "
              f"{result.protocol} protocol, {ap} AP"
              + (f", re-ranked k1={rr['k1']} k2={rr['k2']} lambda={rr['lambda']}" if rr else ""))
     table = Table(title=title)

@@ -39,12 +39,19 @@ def plan_table(result: Reproduction) -> Table:
             status += f" ({sum(r.state == FINISHED for r in item.runs)}/{len(item.runs)} seeds done)"
         if item.reason and item.status != NO_DATA:
             status += f": {item.reason}"
-        table.add_row(item.cell.label, item.cell.recipe or "", item.data, status, cost,
+        recipe = item.cell.recipe or ""
+        if recipe and item.cell.row.overrides:
+            recipe += " --set " + " ".join(item.cell.row.overrides)
+        if recipe and item.cell.row.eval_overrides:
+            recipe += " (re-evaluated: " + ", ".join(item.cell.row.eval_overrides) + ")"
+        table.add_row(item.cell.label, recipe, item.data, status, cost,
                       style=styles.get(item.status, "dim"))
     return table
 
 
 def print_plan(console: Console, result: Reproduction) -> None:
+    from reidbench.papers.plan import unique_runs
+
     console.print(plan_table(result))
     commands = dict.fromkeys(c for p in result.blocked for c in p.reason.split(" ; "))
     for command in commands:
@@ -52,7 +59,10 @@ def print_plan(console: Console, result: Reproduction) -> None:
     counts: dict[str, int] = {}
     for item in result.planned:
         counts[item.status] = counts.get(item.status, 0) + 1
-    console.print(", ".join(f"{n} {status}" for status, n in counts.items()), markup=False)
+    runs = unique_runs(result.planned)
+    console.print(", ".join(f"{n} {status}" for status, n in counts.items())
+                  + f"; {len(runs)} run(s) to train (cells with the same resolved recipe share one)",
+                  markup=False)
 
 
 def _finish(console: Console, result: Reproduction) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,15 +297,43 @@ def _plan_cuhk03(ids: int, per_id: int) -> list[Shot]:
     return shots
 
 
-def _write(top: Path, rel: str, content: bytes, files: dict[str, str]) -> None:
-    target = top / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(content)
-    files[rel] = hashlib.sha256(content).hexdigest()
+class _Writer:
+    """Writes files on background threads: on slow file systems opening a file costs as much as
+    rendering the image, and file I/O and hashing release the GIL, so the two overlap."""
+
+    def __init__(self, top: Path, files: dict[str, str], workers: int = 2) -> None:
+        self.top = top
+        self.files = files
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synth-write")
+        self._pending: list[Future[None]] = []
+
+    def _store(self, rel: str, content: bytes) -> None:
+        target = self.top / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        self.files[rel] = hashlib.sha256(content).hexdigest()
+
+    def write(self, rel: str, content: bytes) -> None:
+        self._pending.append(self._pool.submit(self._store, rel, content))
+        if len(self._pending) > 256:  # bound the bytes held in memory
+            self._drain(128)
+
+    def _drain(self, keep: int = 0) -> None:
+        while len(self._pending) > keep:
+            self._pending.pop(0).result()  # re-raises a failed write here
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._drain()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _cuhk03_files(world: _World, shots: list[Shot], release: bool, top: Path,
-                  files: dict[str, str]) -> int:
+def _cuhk03_files(world: _World, shots: list[Shot], release: bool, top: Path, writer: _Writer) -> int:
     """CUHK03: two variants (detected crops are misaligned); NP layout or raw release + configs."""
     written = 0
     for v, variant in enumerate(("detected", "labeled")):
@@ -328,7 +357,7 @@ def _cuhk03_files(world: _World, shots: list[Shot], release: bool, top: Path,
                 folder = {"train": "bounding_box_train", "query": "query",
                           "gallery": "bounding_box_test"}[shot.split]
                 rel = f"{variant}/{folder}/{shot.pid:04d}_c{cam}_{n}.png"
-            _write(top, rel, _encode(image, rel), files)
+            writer.write(rel, _encode(image, rel))
             written += 1
         if release:
             import scipy.io
@@ -344,7 +373,7 @@ def _cuhk03_files(world: _World, shots: list[Shot], release: bool, top: Path,
                 "camId": np.array([[r[2]] for r in rows], np.uint8),
                 "train_idx": idx["train"], "query_idx": idx["query"], "gallery_idx": idx["gallery"],
             })
-            files[config] = file_digest(top / config)
+            writer.files[config] = file_digest(top / config)
     return written
 
 
@@ -364,17 +393,19 @@ def synthesize(name: str, out: Path, ids: int = DEFAULT_IDS, images_per_id: int 
         top_name = "cuhk03-np" if cuhk03_layout == "np" else "cuhk03_release"
         top = _fresh(out, top_name)
         shots = _plan_cuhk03(ids, images_per_id)
-        images = _cuhk03_files(world, shots, cuhk03_layout == "release", top, files)
+        with _Writer(top, files) as writer:
+            images = _cuhk03_files(world, shots, cuhk03_layout == "release", top, writer)
         variants = ["detected", "labeled"]
     else:
         top_name, layout = LAYOUTS[spec.name]
         top = _fresh(out, top_name)
         shots = _plan(spec.name, ids, images_per_id, rng)
         extras = layout(shots, rng)
-        for index, shot in enumerate(shots):
-            _write(top, shot.path, _encode(world.render(shot, index), shot.path), files)
-        for rel, content in extras.items():
-            _write(top, rel, content, files)
+        with _Writer(top, files) as writer:
+            for index, shot in enumerate(shots):
+                writer.write(shot.path, _encode(world.render(shot, index), shot.path))
+            for rel, content in extras.items():
+                writer.write(rel, content)
         images = len(shots)
         variants = ["default"]
     files = dict(sorted(files.items()))

@@ -31,8 +31,8 @@ from reidbench.engine.distributed import DistInfo, barrier, cleanup, init_distri
 from reidbench.engine.optim import build_optimizer, build_scheduler
 from reidbench.envinfo import collect_environment
 from reidbench.errors import ReidbenchError
-from reidbench.evaluation import EvaluationResult, compute_distance, evaluate, rerank_features
-from reidbench.evaluation.features import FeatureSet, save_features
+from reidbench.evaluation import EvaluationResult
+from reidbench.evaluation.features import FeatureSet, evaluate_feature_set, save_features
 from reidbench.losses import build_losses
 from reidbench.models import create_model
 from reidbench.recipes.loading import recipe_hash, to_dict
@@ -82,15 +82,9 @@ def load_split(recipe: Recipe, which: str, data_root: Path) -> Split:
 
 def evaluate_features(features: FeatureSet, settings: EvalSection) -> EvaluationResult:
     """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features."""
-    if settings.rerank is not None:
-        dist = rerank_features(features.query_features, features.gallery_features, settings.metric,
-                               settings.rerank.k1, settings.rerank.k2, settings.rerank.lambda_value,
-                               settings.normalize)
-    else:
-        dist = compute_distance(features.query_features, features.gallery_features, settings.metric,
-                                settings.normalize)
-    return evaluate(dist, features.query_pids, features.gallery_pids, features.query_camids,
-                    features.gallery_camids, protocol=features.protocol)
+    rerank = settings.rerank
+    return evaluate_feature_set(features, settings.metric, settings.normalize, rerank is not None,
+                                **(asdict(rerank) if rerank else {}), local=settings.local_feature is not None)
 
 
 @dataclass
@@ -271,22 +265,33 @@ class Trainer:
             "images_per_s": seen * self.dist.world_size / max(1e-9, time.perf_counter() - start)}
 
     @torch.no_grad()
-    def extract(self, records: list) -> torch.Tensor:
+    def extract(self, records: list) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The eval feature of each image (and its local stripes when the recipe asks for them)."""
         self.model.eval()
-        feats = []
+        names = [n for n in (self.recipe.eval.feature, self.recipe.eval.local_feature) if n]
+        parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         for images, _pids, _camids, _index in test_loader(records, self.recipe.data, self.device):
             images = images.to(self.device)
             with torch.autocast("cuda", enabled=self.use_amp):
-                out = self.model(images)[self.recipe.eval.feature].float()
-                if self.recipe.eval.flip:
-                    out = out + self.model(images.flip(3))[self.recipe.eval.feature].float()
-            feats.append(out.cpu())
-        return torch.cat(feats)
+                outputs = self.model(images)
+                flipped = self.model(images.flip(3)) if self.recipe.eval.flip else None
+            for name in names:
+                if name not in outputs:
+                    raise ReidbenchError(f"eval: the model has no eval output {name!r} "
+                                         f"(it returns {', '.join(outputs)})")
+                out = outputs[name].float()
+                if flipped is not None:
+                    out = out + flipped[name].float()
+                parts[name].append(out.cpu())
+        feats = [torch.cat(parts[n]) for n in names]
+        return feats[0], (feats[1] if len(feats) > 1 else None)
 
     def feature_set(self) -> FeatureSet:
         q, g = self.test_split.query, self.test_split.gallery
+        query, query_local = self.extract(q)
+        gallery, gallery_local = self.extract(g)
         return FeatureSet(
-            query_features=self.extract(q), gallery_features=self.extract(g),
+            query_features=query, gallery_features=gallery, query_local=query_local, gallery_local=gallery_local,
             query_pids=np.array([r.pid for r in q]), query_camids=np.array([r.camid for r in q]),
             gallery_pids=np.array([r.pid for r in g]), gallery_camids=np.array([r.camid for r in g]),
             protocol=self.test_split.protocol, query_paths=image_paths(q), gallery_paths=image_paths(g),
@@ -314,7 +319,8 @@ class Trainer:
             precision="amp fp16 (cuda)" if self.use_amp else f"fp32 ({self.device})",
             device=self.device, world_size=self.dist.world_size,
             effective_batch=r.data.batch_size * self.dist.world_size, epochs=r.train.epochs,
-            eval_settings={"feature": r.eval.feature, "metric": r.eval.metric, "normalize": r.eval.normalize,
+            eval_settings={"feature": r.eval.feature, "local_feature": r.eval.local_feature,
+                           "metric": r.eval.metric, "normalize": r.eval.normalize,
                            "rerank": asdict(r.eval.rerank) if r.eval.rerank else None,
                            "flip": r.eval.flip, "protocol": self.test_split.protocol},
             environment=collect_environment(str(self.data_root)), reported=asdict(r.reported),

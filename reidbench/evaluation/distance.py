@@ -101,3 +101,47 @@ def gathered_distance(
         return (1.0 - dot).clamp_(min=0.0)
     sq = (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(2) - 2.0 * dot).clamp_(min=0.0)
     return sq.sqrt_() if metric == "euclidean" else sq
+
+
+def _shortest_path(step_cost: torch.Tensor) -> torch.Tensor:
+    """Cheapest right/down path through [..., H, K] costs from (0, 0) to (H-1, K-1)."""
+    height, width = step_cost.shape[-2:]
+    row = torch.cumsum(step_cost[..., 0, :], dim=-1)  # first row: only moves right
+    prev = list(row.unbind(-1))
+    for i in range(1, height):
+        current = [prev[0] + step_cost[..., i, 0]]
+        for j in range(1, width):
+            current.append(torch.minimum(prev[j], current[j - 1]) + step_cost[..., i, j])
+        prev = current
+    return prev[-1]
+
+
+def aligned_local_distance(query: torch.Tensor, gallery: torch.Tensor, chunk_elements: int = 2**25
+                           ) -> torch.Tensor:
+    """AlignedReID's dynamically matched local (DMLI) distance between stripe features, [Q, G].
+
+    ``query`` [Q, H, C] and ``gallery`` [G, K, C] hold one C-d feature per horizontal stripe (already
+    normalised as the model wants). Stripe distances D_ij = ||q_i - g_j|| are squashed to
+    (e^D - 1) / (e^D + 1) = tanh(D / 2); the distance is the cheapest right/down path through that
+    H x K matrix (Zhang et al., 2017). Differentiable (the training loss uses it); computed in query
+    chunks of at most ``chunk_elements`` stripe pairs, on the inputs' device.
+    """
+    if query.ndim != 3 or gallery.ndim != 3:
+        raise ValueError(f"local features: expected [N, stripes, C] tensors, got {tuple(query.shape)} "
+                         f"and {tuple(gallery.shape)}")
+    if query.shape[2] != gallery.shape[2]:
+        raise ValueError(f"gallery local features: expected {query.shape[2]} channels (as query), "
+                         f"got {gallery.shape[2]}")
+    num_q, height, channels = query.shape
+    num_g, width, _ = gallery.shape
+    flat_g = gallery.reshape(num_g * width, channels)
+    rows = max(1, chunk_elements // max(1, num_g * height * width))
+    parts = []
+    for start in range(0, num_q, rows):
+        q = query[start:start + rows]
+        d = torch.cdist(q.reshape(-1, channels), flat_g)  # [q*H, G*K]
+        d = d.view(q.shape[0], height, num_g, width).permute(0, 2, 1, 3)
+        parts.append(_shortest_path(torch.tanh(d / 2)))
+    if not parts:
+        return query.new_zeros((0, num_g))
+    return torch.cat(parts)

@@ -15,6 +15,8 @@ key                       shape       meaning
 ``query_paths``/``gallery_paths`` (optional)  [Q]/[G] image paths, for inspection
 ``meta`` (optional)       dict        free-form provenance (dataset, model, synthetic, ...);
                                       stored as a JSON string under ``meta_json`` in .npz
+``query_local``/``gallery_local`` (optional)  [Q, H, C]/[G, H, C]  per-stripe local features
+                                      (AlignedReID++ / AaP-ReID) for the DMLI local distance
 ========================  ==========  ================================================
 """
 
@@ -30,8 +32,9 @@ import numpy as np
 import torch
 
 from reidbench.evaluation.atomic import atomic_write
-from reidbench.evaluation.distance import compute_distance
+from reidbench.evaluation.distance import aligned_local_distance, compute_distance
 from reidbench.evaluation.metrics import EvaluationResult, evaluate
+from reidbench.evaluation.rerank import rerank as rerank_distances
 from reidbench.evaluation.rerank import rerank_features
 
 REQUIRED_KEYS = (
@@ -57,6 +60,8 @@ class FeatureSet:
     query_paths: list[str] | None = None
     gallery_paths: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    query_local: torch.Tensor | None = None
+    gallery_local: torch.Tensor | None = None
 
 
 def _as_ids(value: Any, where: str) -> np.ndarray:
@@ -72,6 +77,14 @@ def _as_features(value: Any, where: str) -> torch.Tensor:
         raise ValueError(
             f"{where}: expected a 2-D float matrix, got {tensor.dtype} {tuple(tensor.shape)}"
         )
+    return tensor
+
+
+def _as_local(value: Any, where: str) -> torch.Tensor:
+    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+    if tensor.ndim != 3 or not tensor.is_floating_point():
+        raise ValueError(f"{where}: expected a 3-D float [N, stripes, C] tensor, got {tensor.dtype} "
+                         f"{tuple(tensor.shape)}")
     return tensor
 
 
@@ -107,6 +120,15 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         gallery_paths=[str(p) for p in raw["gallery_paths"]] if "gallery_paths" in raw else None,
         meta=json.loads(str(raw["meta_json"])) if "meta_json" in raw else dict(raw.get("meta", {})),
     )
+    if ("query_local" in raw) != ("gallery_local" in raw):
+        raise ValueError(f"{file}: expected both query_local and gallery_local, or neither")
+    if "query_local" in raw:
+        fs.query_local = _as_local(raw["query_local"], f"{file}: query_local")
+        fs.gallery_local = _as_local(raw["gallery_local"], f"{file}: gallery_local")
+        for side in ("query", "gallery"):
+            got, n = getattr(fs, f"{side}_local").shape[0], getattr(fs, f"{side}_features").shape[0]
+            if got != n:
+                raise ValueError(f"{file}: {side}_local: expected {n} rows ({side}_features rows), got {got}")
     for side, n in (("query", fs.query_features.shape[0]), ("gallery", fs.gallery_features.shape[0])):
         for kind in ("pids", "camids"):
             got = getattr(fs, f"{side}_{kind}").shape[0]
@@ -136,6 +158,9 @@ def save_features(path: str | os.PathLike[str], features: FeatureSet) -> Path:
         data["query_paths"] = list(features.query_paths)
     if features.gallery_paths is not None:
         data["gallery_paths"] = list(features.gallery_paths)
+    if features.query_local is not None and features.gallery_local is not None:
+        data["query_local"] = features.query_local.detach().cpu()
+        data["gallery_local"] = features.gallery_local.detach().cpu()
     def write(handle: Any) -> None:
         if file.suffix == ".pt":
             tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
@@ -159,17 +184,28 @@ def evaluate_feature_set(
     protocol: str | None = None,
     ap: str = "standard",
     max_rank: int = 50,
+    local: bool = False,
 ) -> EvaluationResult:
-    """Distances (or re-ranked distances) and metrics; the settings travel in the result."""
-    if rerank:
-        dist = rerank_features(
-            features.query_features, features.gallery_features, metric=metric,
-            k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize,
-        )
+    """Distances (or re-ranked distances) and metrics; the settings travel in the result.
+
+    ``local=True`` adds AlignedReID's DMLI distance between the stripe features to the global
+    distance (the official ``global_local`` test distance), before ranking or re-ranking; with
+    re-ranking that needs the query-query and gallery-gallery matrices in memory.
+    """
+    q, g = features.query_features, features.gallery_features
+    if local:
+        if features.query_local is None or features.gallery_local is None:
+            raise ValueError("local: the features have no query_local / gallery_local stripe features")
+        ql, gl = features.query_local.float(), features.gallery_local.float()
+        dist = compute_distance(q, g, metric=metric, normalize=normalize) + aligned_local_distance(ql, gl)
+        if rerank:
+            q_q = compute_distance(q, q, metric=metric, normalize=normalize) + aligned_local_distance(ql, ql)
+            g_g = compute_distance(g, g, metric=metric, normalize=normalize) + aligned_local_distance(gl, gl)
+            dist = rerank_distances(dist, q_q, g_g, k1=k1, k2=k2, lambda_value=lambda_value)
+    elif rerank:
+        dist = rerank_features(q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize)
     else:
-        dist = compute_distance(
-            features.query_features, features.gallery_features, metric=metric, normalize=normalize
-        )
+        dist = compute_distance(q, g, metric=metric, normalize=normalize)
     result = evaluate(
         dist, features.query_pids, features.gallery_pids, features.query_camids,
         features.gallery_camids, max_rank=max_rank, protocol=protocol or features.protocol, ap=ap,
@@ -178,5 +214,6 @@ def evaluate_feature_set(
         metric=metric,
         normalize=normalize,
         rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
+        local=local,
     )
     return result

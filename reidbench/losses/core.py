@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from reidbench.errors import ReidbenchError, UnknownNameError
+from reidbench.evaluation.distance import aligned_local_distance
 from reidbench.recipes.schema import LossTerm
 
 
@@ -39,22 +40,31 @@ class TripletLoss(nn.Module):
 
     ``margin=None`` gives the soft-margin form log(1 + exp(d_ap - d_an)). ``mine_with`` names
     another output whose distances choose the hard samples (AlignedReID++ mines the local
-    branch's triplets with the global distance).
+    branch's triplets with the global distance). ``distance="dmli"`` reads stripe features
+    [N, H, C] and uses AlignedReID's shortest-path local distance; the mining output then uses
+    the Euclidean distance.
     """
 
     def __init__(self, margin: float | None = 0.3, normalize: bool = False,
                  distance: str = "euclidean", mine_with: str | None = None) -> None:
         super().__init__()
-        if distance not in ("euclidean", "sqeuclidean"):
-            raise ReidbenchError(f"loss triplet distance: expected euclidean or sqeuclidean, got {distance!r}")
+        if distance not in ("euclidean", "sqeuclidean", "dmli"):
+            raise ReidbenchError(f"loss triplet distance: expected euclidean, sqeuclidean or dmli, got {distance!r}")
         self.margin, self.normalize, self.mine_with = margin, normalize, mine_with
         self.squared = distance == "sqeuclidean"
+        self.aligned = distance == "dmli"
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor,
                 outputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if self.normalize:
-            features = nn.functional.normalize(features.float(), dim=1)
-        dist = pairwise_distance(features, self.squared)
+            features = nn.functional.normalize(features.float(), dim=-1)
+        if self.aligned:
+            if features.ndim != 3:
+                raise ReidbenchError(f"loss triplet distance dmli: expected stripe features [N, H, C], got "
+                                     f"shape {tuple(features.shape)}")
+            dist = aligned_local_distance(features.float(), features.float())
+        else:
+            dist = pairwise_distance(features, self.squared)
         mining = dist
         if self.mine_with is not None:
             if outputs is None or self.mine_with not in outputs:

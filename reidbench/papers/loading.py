@@ -84,9 +84,23 @@ def _row(data: Any, table: dict[str, Any], datasets: dict[str, DatasetColumn], w
     notes = data.get("notes") or {}
     if isinstance(notes, str):
         notes = {"*": notes}
+    overrides = _overrides(data.get("set"), f"{where}.set", source)
+    eval_overrides = _overrides(data.get("evaluate"), f"{where}.evaluate", source)
+    bad = [o for o in eval_overrides if not o.startswith("eval.")]
+    if bad:
+        raise PaperSpecError(f"{source}: {where}.evaluate: expected eval.* overrides only, got {bad[0]!r}")
     return Row(name=name, values=values, cited=bool(data.get("cited", False)), model=data.get("model"),
                recipes=recipes, extra={k: str(v) for k, v in (data.get("extra") or {}).items()},
-               notes={str(k): str(v) for k, v in notes.items()})
+               notes={str(k): str(v) for k, v in notes.items()}, overrides=overrides,
+               eval_overrides=eval_overrides)
+
+
+def _overrides(raw: Any, where: str, source: Path) -> list[str]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(o, str) and "=" in o for o in raw):
+        raise PaperSpecError(f"{source}: {where}: expected a list of key.path=value strings, got {raw!r}")
+    return list(raw)
 
 
 def _table(data: Any, datasets: dict[str, DatasetColumn], index: int, source: Path) -> Table:

@@ -12,7 +12,7 @@ from reidbench.errors import ReidbenchError
 from reidbench.models import list_models
 from reidbench.papers.schema import Cell
 from reidbench.recipes.loading import load_recipe, recipe_hash, resolve_path
-from reidbench.recipes.schema import Recipe
+from reidbench.recipes.schema import EvalSection, Recipe
 
 # Cell states. Only READY and RESUME cells train; FINISHED cells are read back.
 READY, RESUME, FINISHED = "to run", "resume", "finished"
@@ -43,6 +43,7 @@ class PlannedCell:
     runs: list[PlannedRun] = field(default_factory=list)
     data: str = ""
     cost_tmac: float | None = None  # training compute estimate: 3 x forward MACs x images x epochs
+    evaluation: EvalSection | None = None  # the row's own eval settings, applied to the runs' features
 
     @property
     def runnable(self) -> bool:
@@ -128,10 +129,14 @@ def plan_cells(cells: list[Cell], scale: str, seeds: int, data_root: Path, runs_
                 planned.append(PlannedCell(cell, NO_RECIPE, f"model {row.model!r} exists but no recipe "
                                                              f"reproduces this cell yet"))
             continue
-        base = load_recipe(cell.recipe, scale=scale, overrides=overrides)
+        common = [*row.overrides, *(overrides or [])]  # the user's --set wins over the row's set:
+        base = load_recipe(cell.recipe, scale=scale, overrides=common)
+        evaluation = None
+        if row.eval_overrides:
+            evaluation = load_recipe(cell.recipe, scale=scale, overrides=[*common, *row.eval_overrides]).eval
         runs = []
         for index in range(seeds):
-            extra = [*(overrides or []), f"train.seed={base.train.seed + index}"]
+            extra = [*common, f"train.seed={base.train.seed + index}"]
             recipe = load_recipe(cell.recipe, scale=scale, overrides=extra)
             digest = recipe_hash(recipe)
             run_dir = find_run_dir(runs_root, recipe, digest)
@@ -145,7 +150,7 @@ def plan_cells(cells: list[Cell], scale: str, seeds: int, data_root: Path, runs_
         else:
             status = RESUME if RESUME in states else READY
         cost = estimate_cost(base) * seeds if with_cost else None
-        planned.append(PlannedCell(cell, status, command, runs, data, cost))
+        planned.append(PlannedCell(cell, status, command, runs, data, cost, evaluation))
     return planned
 
 

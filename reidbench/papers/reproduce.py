@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,20 +102,29 @@ def execute(runs: list[PlannedRun], data_root: Path, devices: list[str], jobs: i
 
 # ---- rows ------------------------------------------------------------------------------------
 
-def _per_query(run_dir: Path, recipe: Any, record: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Per-query scores (in %) of a finished run, re-evaluated from its features exactly as the run did."""
-    from reidbench.engine.trainer import evaluate_features
-    from reidbench.evaluation.features import load_features
-
-    result = evaluate_features(load_features(run_dir / "features.pt"), recipe.eval)
-    if abs(result.summary()["mAP"] - record["metrics"]["mAP"]) > 1e-6:
-        raise ReidbenchError(f"{run_dir}: re-evaluating features.pt gives mAP {result.summary()['mAP']:.6f}, "
-                             f"run.json says {record['metrics']['mAP']:.6f}; the run folder was changed")
+def _scores(result: Any) -> dict[str, np.ndarray]:
+    """Per-query scores (in %) of an evaluation, for the bootstrap interval."""
     valid = result.first_hit >= 0
     scores = {"mAP": result.ap[valid] * 100, "mINP": result.inp[valid] * 100}
     for k in (1, 3, 5, 10):
         scores[f"R{k}"] = (result.first_hit[valid] < k).astype(float) * 100
     return scores
+
+
+def _reevaluate(run_dir: Path, settings: Any) -> Any:
+    from reidbench.engine.trainer import evaluate_features
+    from reidbench.evaluation.features import load_features
+
+    return evaluate_features(load_features(run_dir / "features.pt"), settings)
+
+
+def _per_query(run_dir: Path, recipe: Any, record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Per-query scores (in %) of a finished run, re-evaluated from its features exactly as the run did."""
+    result = _reevaluate(run_dir, recipe.eval)
+    if abs(result.summary()["mAP"] - record["metrics"]["mAP"]) > 1e-6:
+        raise ReidbenchError(f"{run_dir}: re-evaluating features.pt gives mAP {result.summary()['mAP']:.6f}, "
+                             f"run.json says {record['metrics']['mAP']:.6f}; the run folder was changed")
+    return _scores(result)
 
 
 def _model_numbers(recipe: Any, num_classes: int) -> dict[str, Any]:
@@ -146,9 +155,18 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
                      cell.group.key, m)]))} for m, rep in zip(cell.metrics, cell.reported, strict=True)]
     records = [json.loads((r.run_dir / "run.json").read_text()) for r in runs]
     first, recipe = records[0], runs[0].recipe
-    per_query = _per_query(runs[0].run_dir, recipe, first) if len(runs) == 1 else None
+    eval_settings = dict(first["eval_settings"])
+    if item.evaluation is not None:  # the row's own eval settings on the shared runs' features
+        results = [_reevaluate(r.run_dir, item.evaluation) for r in runs]
+        measured = [res.summary() for res in results]
+        per_query = _scores(results[0]) if len(runs) == 1 else None
+        eval_settings.update(metric=item.evaluation.metric, normalize=item.evaluation.normalize,
+                             rerank=asdict(item.evaluation.rerank) if item.evaluation.rerank else None)
+    else:
+        measured = [r["metrics"] for r in records]
+        per_query = _per_query(runs[0].run_dir, recipe, first) if len(runs) == 1 else None
     model = _model_numbers(recipe, _num_classes(runs[0].run_dir))
-    rerank = first["eval_settings"].get("rerank") or {}
+    rerank = eval_settings.get("rerank") or {}
     env = first.get("environment", {})
     rows = []
     for metric, reported in zip(cell.metrics, cell.reported, strict=True):
@@ -157,7 +175,8 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
                "run_ids": " ".join(r["run_id"] for r in records), "git_commit": commit, "recipe": cell.recipe,
                "model": first["model"],
                "recipe_hash": " ".join(r["recipe_hash"] for r in records),
-               "distance": first["eval_settings"]["metric"], "normalize": first["eval_settings"]["normalize"],
+               "distance": eval_settings["metric"] + (" + DMLI local" if eval_settings.get("local_feature") else ""),
+               "normalize": eval_settings["normalize"],
                "rerank_k1": rerank.get("k1"), "rerank_k2": rerank.get("k2"),
                "rerank_lambda": rerank.get("lambda_value"), "precision": first["precision"],
                "pretrained": first["pretrained"], "torch": env.get("torch"), "cuda": env.get("cuda_version") or "",
@@ -166,7 +185,7 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
         if metric == "params_M":
             values = [model["params_M"]]
         else:
-            values = [100 * r["metrics"][metric] for r in records]
+            values = [100 * m[metric] for m in measured]
         mean = float(np.mean(values))
         if len(values) > 1:
             std, low, high = leaderboard.seed_interval(values)

@@ -108,6 +108,7 @@ class RerankSection:
 @dataclass
 class EvalSection:
     feature: str = "embedding"
+    local_feature: str | None = None  # stripe output added as the DMLI local distance (AlignedReID++)
     metric: str = "euclidean"
     normalize: bool = False
     rerank: RerankSection | None = None

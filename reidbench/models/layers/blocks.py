@@ -1,5 +1,5 @@
-"""Layers shared by model families. Attribute names follow the public reference implementations
-(OSNet / MSINet) so that their checkpoints load by name."""
+"""Convolution blocks and MSINet's branch-interaction operations. Attribute names follow the public
+reference implementations (OSNet / MSINet) so that their checkpoints load by name."""
 
 from __future__ import annotations
 
@@ -99,42 +99,3 @@ class CrossAttention(nn.Module):
         out_a = self._attend(torch.bmm(fa, fb.transpose(1, 2)), fa).view_as(a) + a
         out_b = self._attend(torch.bmm(fb, fa.transpose(1, 2)), fb).view_as(b) + b
         return out_a, out_b
-
-
-class SEAttention(nn.Module):
-    """Squeeze-and-excitation with bias-free linear layers (the SEAttention form MASENet names)."""
-
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        self.fc = nn.Sequential(nn.Linear(channels, channels // reduction, bias=False), nn.ReLU(inplace=True),
-                                nn.Linear(channels // reduction, channels, bias=False), nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.fc(x.mean(dim=(2, 3)))
-        return x * weights[:, :, None, None]
-
-
-class SpatialGroupEnhance(nn.Module):
-    """SGE (Li et al., 2019): per group, attention from the similarity of each position to the
-    group's mean feature, normalised over space, scaled/shifted by one (weight, bias) per group.
-
-    ``init="original"`` (weight 0, bias 1, as the SGE paper) or ``"ea"`` (weight 0, bias 0).
-    """
-
-    def __init__(self, groups: int = 8, init: str = "original") -> None:
-        super().__init__()
-        if init not in ("original", "ea"):
-            raise ValueError(f"sge_init: expected original or ea, got {init!r}")
-        self.groups = groups
-        self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
-        self.bias = nn.Parameter(torch.full((1, groups, 1, 1), 1.0 if init == "original" else 0.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        grouped = x.reshape(batch * self.groups, channels // self.groups, height, width)
-        similarity = (grouped * grouped.mean(dim=(2, 3), keepdim=True)).sum(dim=1)  # [B*G, H, W]
-        flat = similarity.reshape(batch * self.groups, -1)
-        flat = (flat - flat.mean(dim=1, keepdim=True)) / (flat.std(dim=1, keepdim=True) + 1e-5)
-        attention = flat.reshape(batch, self.groups, height, width) * self.weight + self.bias
-        gated = grouped * torch.sigmoid(attention.reshape(batch * self.groups, 1, height, width))
-        return gated.reshape(batch, channels, height, width)
