@@ -100,6 +100,9 @@ def parameter_counts(model: nn.Module) -> tuple[int, int, int]:
     total = sum(p.numel() for p in model.parameters())
     classifier = {id(p) for m in classifier_modules(model) for p in m.parameters()}
     deploy = sum(p.numel() for p in model.parameters() if id(p) not in classifier)
+    names = getattr(model, "backbone_modules", None)  # models whose trunk is several top-level modules
+    if names:
+        return total, deploy, sum(p.numel() for name in names for p in getattr(model, name).parameters())
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module):
         return total, deploy, sum(p.numel() for p in backbone.parameters())

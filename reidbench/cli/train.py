@@ -23,6 +23,8 @@ def train_command(
     recipe: str = typer.Argument(..., help="Recipe YAML (path, or name under recipes/)."),
     scale: str = typer.Option("full", "--scale", help="full, small or smoke (synthetic data)."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value; repeatable."),
+    base_overrides: list[str] = typer.Option([], "--base-set", help="key.path=value applied to the recipe "
+                                             "before the scale (what a paper row's set: does); repeatable."),
     resume: Path = typer.Option(None, "--resume", help="Run folder to resume from its last checkpoint."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default: runs/<stamp>-<name>...)."),
@@ -31,7 +33,7 @@ def train_command(
     from reidbench.engine.trainer import Trainer
     from reidbench.recipes import load_recipe
 
-    loaded = load_recipe(recipe, scale=scale, overrides=overrides)
+    loaded = load_recipe(recipe, scale=scale, overrides=overrides, base_overrides=base_overrides)
     folder = resume or run_dir
     record = Trainer(loaded, run_dir=folder, device=device, data_root=_data_root(ctx),
                      resume=resume is not None).run()

@@ -18,7 +18,7 @@ import numpy as np
 
 from reidbench.errors import ReidbenchError
 
-SAMPLERS = ("pk", "random_identity")
+SAMPLERS = ("pk", "random_identity", "random")  # random: plain shuffled batches (torchreid softmax)
 
 
 class IdentityBatchSampler:
@@ -26,7 +26,7 @@ class IdentityBatchSampler:
                  seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if mode not in SAMPLERS:
             raise ReidbenchError(f"data.sampler.name: expected one of {', '.join(SAMPLERS)}, got {mode!r}")
-        if batch_size % num_instances:
+        if mode != "random" and batch_size % num_instances:
             raise ReidbenchError(f"data.batch_size {batch_size} is not a multiple of "
                                  f"data.sampler.num_instances {num_instances}")
         self.by_pid: dict[int, list[int]] = defaultdict(list)
@@ -34,7 +34,10 @@ class IdentityBatchSampler:
             self.by_pid[int(pid)].append(index)
         self.pids = sorted(self.by_pid)
         self.per_batch = batch_size // num_instances
-        if len(self.pids) < self.per_batch:
+        self.batch_size, self.num_images = batch_size, len(pids)
+        if mode == "random" and self.num_images < batch_size:
+            raise ReidbenchError(f"data.batch_size: {batch_size} is more than the {self.num_images} training images")
+        if mode != "random" and len(self.pids) < self.per_batch:
             raise ReidbenchError(f"data.batch_size: {batch_size} needs {self.per_batch} identities per "
                                  f"batch, the training set has {len(self.pids)}")
         self.k, self.mode, self.seed = num_instances, mode, seed
@@ -68,8 +71,13 @@ class IdentityBatchSampler:
 
     def _make_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        groups = self._groups(rng)
         batches: list[list[int]] = []
+        if self.mode == "random":  # every image once per epoch, last partial batch dropped
+            order = [int(i) for i in rng.permutation(self.num_images)]
+            batches = [order[i:i + self.batch_size]
+                       for i in range(0, self.num_images - self.batch_size + 1, self.batch_size)]
+            return batches[:len(batches) - len(batches) % self.world_size]
+        groups = self._groups(rng)
         available = [pid for pid in self.pids if groups[pid]]
         while len(available) >= self.per_batch:
             chosen = rng.choice(len(available), size=self.per_batch, replace=False)

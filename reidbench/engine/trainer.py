@@ -180,9 +180,16 @@ class Trainer:
         self.use_amp = bool(r.train.amp and self.device.startswith("cuda"))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.net: nn.Module = self.model
+        self._trainable = {id(p): p.requires_grad for p in self.model.parameters()}
+        unknown = [n for n in r.train.open_layers if not hasattr(self.model, n)]
+        if r.train.fixbase_epochs and unknown:
+            raise ReidbenchError(f"train.open_layers: model {r.model.name} has no module {unknown[0]!r}; "
+                                 f"expected some of: {', '.join(n for n, _ in self.model.named_children())}")
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # frozen (fixbase) epochs leave parameters without gradients
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                           find_unused_parameters=r.train.fixbase_epochs > 0)
         self.start_epoch = 0
         if self.resume:
             self._restore()
@@ -216,8 +223,20 @@ class Trainer:
             with open(self.run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def train_epoch(self, epoch: int, progress: Any = None, task: Any = None) -> dict[str, float]:
+    def _open_layers(self, epoch: int) -> None:
+        """Train mode everywhere, or only the open layers during the fixbase epochs."""
         self.net.train()
+        if not self.recipe.train.fixbase_epochs:
+            return
+        fixbase = epoch < self.recipe.train.fixbase_epochs
+        for name, module in self.model.named_children():
+            trainable = not fixbase or name in self.recipe.train.open_layers
+            module.train(trainable)
+            for parameter in module.parameters():  # parameters the model freezes itself stay frozen
+                parameter.requires_grad_(trainable and self._trainable[id(parameter)])
+
+    def train_epoch(self, epoch: int, progress: Any = None, task: Any = None) -> dict[str, float]:
+        self._open_layers(epoch)
         self.sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         seen, iterations, start = 0, 0, time.perf_counter()

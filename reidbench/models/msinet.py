@@ -33,6 +33,7 @@ from reidbench.models.layers import (
     PairIdentity,
     SEAttention,
     SpatialGroupEnhance,
+    init_osnet_style,
 )
 from reidbench.models.registry import register_model
 
@@ -187,18 +188,7 @@ class MSINet(nn.Module):
         self._init_params()
 
     def _init_params(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_osnet_style(self)
 
     def featuremaps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.conv1(x))
@@ -285,21 +275,6 @@ def load_msinet_checkpoint(model: nn.Module, path: str | Path) -> dict[str, list
     """Load an official MSINet checkpoint (a tar with ``state_dict``) by name, skipping keys whose
     shapes differ (classifiers of another dataset) and keys the model lacks; MASENet's SE/SGE
     weights stay at their initialisation. Returns loaded / missing / unexpected / skipped keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReidbenchError(f"{path}: MSINet checkpoint not found",
-                             hint="run `reidbench weights download msinet_msmt`")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
-    state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    loaded, skipped = [], []
-    for key, value in state.items():
-        if key in own and own[key].shape == value.shape:
-            own[key] = value
-            loaded.append(key)
-        elif key in own:
-            skipped.append(key)
-    model.load_state_dict(own)
-    return {"loaded": loaded, "missing": sorted(set(own) - set(loaded) - set(skipped)),
-            "unexpected": sorted(set(state) - set(own)), "skipped_shape": skipped}
+    from reidbench.models.loading import load_by_name
+
+    return load_by_name(model, path, "msinet_msmt")

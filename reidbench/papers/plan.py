@@ -29,6 +29,7 @@ class PlannedRun:
     hash: str
     run_dir: Path
     state: str
+    base_overrides: list[str] = field(default_factory=list)  # a paper row's set:, applied before the scale
 
     @property
     def seed(self) -> int:
@@ -129,18 +130,21 @@ def plan_cells(cells: list[Cell], scale: str, seeds: int, data_root: Path, runs_
                 planned.append(PlannedCell(cell, NO_RECIPE, f"model {row.model!r} exists but no recipe "
                                                              f"reproduces this cell yet"))
             continue
-        common = [*row.overrides, *(overrides or [])]  # the user's --set wins over the row's set:
-        base = load_recipe(cell.recipe, scale=scale, overrides=common)
+        # the row's set: defines the variant before the scale applies; the user's --set comes last
+        variant, common = row.overrides, list(overrides or [])
+        base = load_recipe(cell.recipe, scale=scale, overrides=common, base_overrides=variant)
         evaluation = None
         if row.eval_overrides:
-            evaluation = load_recipe(cell.recipe, scale=scale, overrides=[*common, *row.eval_overrides]).eval
+            evaluation = load_recipe(cell.recipe, scale=scale, overrides=[*common, *row.eval_overrides],
+                                     base_overrides=variant).eval
         runs = []
         for index in range(seeds):
             extra = [*common, f"train.seed={base.train.seed + index}"]
-            recipe = load_recipe(cell.recipe, scale=scale, overrides=extra)
+            recipe = load_recipe(cell.recipe, scale=scale, overrides=extra, base_overrides=variant)
             digest = recipe_hash(recipe)
             run_dir = find_run_dir(runs_root, recipe, digest)
-            runs.append(PlannedRun(resolve_path(cell.recipe), recipe, extra, digest, run_dir, run_state(run_dir)))
+            runs.append(PlannedRun(resolve_path(cell.recipe), recipe, extra, digest, run_dir, run_state(run_dir),
+                                   list(variant)))
         data, command = _data_check(base, data_root)
         states = {run.state for run in runs}
         if states == {FINISHED}:

@@ -42,6 +42,7 @@ def _train_in_process(run: PlannedRun, device: str, data_root: Path) -> None:
 def _train_subprocess(run: PlannedRun, device: str, data_root: Path) -> None:
     cmd = [sys.executable, "-m", "reidbench", "--data-root", str(data_root), "train", str(run.recipe_file),
            "--scale", run.recipe.scale, "--device", device,
+           *[a for o in run.base_overrides for a in ("--base-set", o)],
            *[a for o in run.overrides for a in ("--set", o)]]
     cmd += ["--resume", str(run.run_dir)] if run.state == RESUME else ["--run-dir", str(run.run_dir)]
     run.run_dir.parent.mkdir(parents=True, exist_ok=True)

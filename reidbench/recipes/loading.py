@@ -188,18 +188,31 @@ def build(cls: type, data: Any, where: str, source: str) -> Any:
     return cls(**values)
 
 
-def load_recipe(path: str | Path, scale: str = "full", overrides: list[str] | None = None) -> Recipe:
-    """Read, inherit, scale, override and validate a recipe."""
+def load_recipe(path: str | Path, scale: str = "full", overrides: list[str] | None = None,
+                base_overrides: list[str] | None = None) -> Recipe:
+    """Read, inherit, scale, override and validate a recipe.
+
+    ``base_overrides`` change the recipe itself before the scale applies (a paper row's ``set:``, e.g.
+    ``train.epochs=350`` stays 2 epochs at smoke scale); ``overrides`` (``--set``) apply last.
+    """
     if scale not in SCALES:
         raise RecipeError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     file = resolve_path(path)
-    tree = read_yaml(file)
+    tree = _apply_overrides(read_yaml(file), base_overrides or [])
     scales = tree.get("scales", {}) or {}
     if scale == "smoke":
         tree = deep_merge(tree, deep_merge(SMOKE_DEFAULTS, scales.get("smoke", {})))
     elif scale == "small":
         tree = deep_merge(tree, deep_merge(SMALL_DEFAULTS, scales.get("small", {})))
-    for text in overrides or []:
+    tree = _apply_overrides(tree, overrides or [])
+    tree["scale"] = scale
+    recipe = build(Recipe, tree, "", str(file))
+    _check_values(recipe, str(file))
+    return recipe
+
+
+def _apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
         keys, value = parse_override(text)
         if keys == ["model", "name"] and value != (tree.get("model") or {}).get("name"):
             tree["model"] = {}  # another model: the old one's constructor options do not apply
@@ -207,10 +220,7 @@ def load_recipe(path: str | Path, scale: str = "full", overrides: list[str] | No
             _set(tree, keys, value)
         except (IndexError, ValueError, TypeError) as error:
             raise RecipeError(f"--set {text!r}: no such position in the recipe") from error
-    tree["scale"] = scale
-    recipe = build(Recipe, tree, "", str(file))
-    _check_values(recipe, str(file))
-    return recipe
+    return tree
 
 
 def _check_values(recipe: Recipe, source: str) -> None:

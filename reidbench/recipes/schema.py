@@ -96,6 +96,9 @@ class TrainSection:
     grad_clip: float | None = None
     eval_every: int = 40
     log_every: int = 20
+    # torchreid's "fixbase": the first N epochs train only these top-level modules (others frozen, eval mode)
+    fixbase_epochs: int = 0
+    open_layers: list[str] = field(default_factory=lambda: ["classifier"])
 
 
 @dataclass

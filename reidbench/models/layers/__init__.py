@@ -21,10 +21,12 @@ from reidbench.models.layers.blocks import (
     Exchange,
     LightConv3x3,
     PairIdentity,
+    init_osnet_style,
 )
 
 __all__ = [
     "ATTENTIONS", "BottleneckAttention", "ChannelGate", "ChannelMLP", "ChannelWiseAttention", "Conv1x1",
     "Conv1x1Linear", "ConvLayer", "CrossAttention", "Exchange", "LightConv3x3", "PairIdentity", "PooledECA",
     "SEAttention", "SpatialAttention", "SpatialBranch", "SpatialGroupEnhance", "build_attention",
+    "init_osnet_style",
 ]

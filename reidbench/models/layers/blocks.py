@@ -7,6 +7,23 @@ import torch
 from torch import nn
 
 
+def init_osnet_style(model: nn.Module) -> None:
+    """The initialisation of OSNet-family code (OSNet, CDNet, MSINet): Kaiming (fan-out) convolutions,
+    BN weight 1 / bias 0, linear layers N(0, 0.01) with zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class ConvLayer(nn.Module):
     """conv (no bias) + BN + ReLU."""
 
