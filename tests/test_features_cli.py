@@ -86,3 +86,19 @@ def test_cli_evaluate_mismatched_lengths(run_cli, tmp_path):
     path = save_features(tmp_path / "bad.pt", fs)
     code, _, err = run_cli("evaluate", str(path))
     assert code == 2 and "query_pids: expected length 30" in err
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """Leaderboards, features and checkpoints are readable like any file the user creates (not mkstemp's 0600)."""
+    import os
+    import stat
+
+    from reidbench.evaluation.atomic import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "board.csv", lambda handle: handle.write(b"a,b\n"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_bytes() == b"a,b\n"
+    assert not list(tmp_path.glob(".board.csv.*"))  # no temporary left behind
