@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -305,7 +306,7 @@ class _Writer:
         self.top = top
         self.files = files
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synth-write")
-        self._pending: list[Future[None]] = []
+        self._pending: deque[Future[None]] = deque()
 
     def _store(self, rel: str, content: bytes) -> None:
         target = self.top / rel
@@ -320,7 +321,7 @@ class _Writer:
 
     def _drain(self, keep: int = 0) -> None:
         while len(self._pending) > keep:
-            self._pending.pop(0).result()  # re-raises a failed write here
+            self._pending.popleft().result()  # re-raises a failed write here
 
     def __enter__(self) -> _Writer:
         return self

@@ -122,15 +122,13 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
     )
     if ("query_local" in raw) != ("gallery_local" in raw):
         raise ValueError(f"{file}: expected both query_local and gallery_local, or neither")
+    kinds = ["pids", "camids"]
     if "query_local" in raw:
         fs.query_local = _as_local(raw["query_local"], f"{file}: query_local")
         fs.gallery_local = _as_local(raw["gallery_local"], f"{file}: gallery_local")
-        for side in ("query", "gallery"):
-            got, n = getattr(fs, f"{side}_local").shape[0], getattr(fs, f"{side}_features").shape[0]
-            if got != n:
-                raise ValueError(f"{file}: {side}_local: expected {n} rows ({side}_features rows), got {got}")
+        kinds.append("local")
     for side, n in (("query", fs.query_features.shape[0]), ("gallery", fs.gallery_features.shape[0])):
-        for kind in ("pids", "camids"):
+        for kind in kinds:
             got = getattr(fs, f"{side}_{kind}").shape[0]
             if got != n:
                 raise ValueError(
@@ -197,11 +195,15 @@ def evaluate_feature_set(
         if features.query_local is None or features.gallery_local is None:
             raise ValueError("local: the features have no query_local / gallery_local stripe features")
         ql, gl = features.query_local.float(), features.gallery_local.float()
-        dist = compute_distance(q, g, metric=metric, normalize=normalize) + aligned_local_distance(ql, gl)
+
+        def global_local(a: torch.Tensor, b: torch.Tensor, a_local: torch.Tensor, b_local: torch.Tensor
+                         ) -> torch.Tensor:
+            return compute_distance(a, b, metric=metric, normalize=normalize) + aligned_local_distance(a_local, b_local)
+
+        dist = global_local(q, g, ql, gl)
         if rerank:
-            q_q = compute_distance(q, q, metric=metric, normalize=normalize) + aligned_local_distance(ql, ql)
-            g_g = compute_distance(g, g, metric=metric, normalize=normalize) + aligned_local_distance(gl, gl)
-            dist = rerank_distances(dist, q_q, g_g, k1=k1, k2=k2, lambda_value=lambda_value)
+            dist = rerank_distances(dist, global_local(q, q, ql, ql), global_local(g, g, gl, gl),
+                                    k1=k1, k2=k2, lambda_value=lambda_value)
     elif rerank:
         dist = rerank_features(q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize)
     else:

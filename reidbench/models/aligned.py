@@ -39,12 +39,10 @@ _RESNETS = {
 def _insert_attention(net: torchvision.models.ResNet, attention: str, layers: list[int], reduction: int) -> None:
     for index in layers:
         for block in getattr(net, f"layer{index}"):
-            if isinstance(block, torchvision.models.resnet.Bottleneck):
-                conv = block.conv3
-                block.conv3 = nn.Sequential(conv, build_attention(attention, conv.out_channels, reduction))
-            else:
-                conv = block.conv2
-                block.conv2 = nn.Sequential(conv, build_attention(attention, conv.out_channels, reduction))
+            # the block's last conv, before its last BN: conv3 in a Bottleneck, conv2 in a BasicBlock
+            name = "conv3" if isinstance(block, torchvision.models.resnet.Bottleneck) else "conv2"
+            conv = getattr(block, name)
+            setattr(block, name, nn.Sequential(conv, build_attention(attention, conv.out_channels, reduction)))
 
 
 def resnet_trunk(depth: int, last_stride: int, pretrained: bool, attention: str = "none",
