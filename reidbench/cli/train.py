@@ -56,11 +56,11 @@ def test_command(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Extract query/gallery features with a checkpoint, write the features file, print metrics."""
-    from reidbench.engine.trainer import test_checkpoint
+    from reidbench.engine.trainer import evaluate_checkpoint
     from reidbench.recipes import load_recipe
 
     loaded = load_recipe(recipe, scale=scale, overrides=overrides)
-    result, path = test_checkpoint(loaded, checkpoint, out, device=device, data_root=_data_root(ctx))
+    result, path = evaluate_checkpoint(loaded, checkpoint, out, device=device, data_root=_data_root(ctx))
     table = Table(title=f"{path} ({result.protocol} protocol)")
     summary = result.summary()
     for key in summary:

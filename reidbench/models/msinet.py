@@ -22,6 +22,7 @@ import yaml
 from torch import nn
 
 from reidbench.errors import ReidbenchError
+from reidbench.models.contract import ModelOutputs, ReIDModel
 from reidbench.models.layers import (
     ChannelGate,
     Conv1x1,
@@ -35,6 +36,7 @@ from reidbench.models.layers import (
     SpatialGroupEnhance,
     init_osnet_style,
 )
+from reidbench.models.pretrained import get_weights
 from reidbench.models.registry import register_model
 
 OPERATIONS = ("none", "exc", "ag", "cross_att")
@@ -147,7 +149,10 @@ class AlignModule(nn.Module):
         return torch.cat([kernel, pos], dim=0)
 
 
-class MSINet(nn.Module):
+class MSINet(ReIDModel):
+    train_outputs = ("global", "logits", "local", "local_logits", "sam")
+    eval_outputs = ("embedding", "global", "local")
+
     def __init__(self, num_classes: int = 751, genotype: str | list[str] = "msmt", sam: bool = False,
                  se: dict[str, Any] | None = None, sge: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -185,10 +190,9 @@ class MSINet(nn.Module):
         self.f_head.bias.requires_grad_(False)
         self.f_classifier = nn.Linear(256, num_classes)
         self.align_module = AlignModule(c[3]) if sam else None
-        self._init_params()
-
-    def _init_params(self) -> None:
         init_osnet_style(self)
+        # the official checkpoint, by name; classifiers of another dataset and MASENet's SE/SGE stay initialised
+        self.pretrained_cfg = get_weights("msinet_msmt")
 
     def featuremaps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.conv1(x))
@@ -208,8 +212,11 @@ class MSINet(nn.Module):
             x = self.final_sge(x)
         return x, local_input
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x, f_x = self.featuremaps(images)
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.featuremaps(images)
+
+    def forward_head(self, features: tuple[torch.Tensor, torch.Tensor]) -> ModelOutputs:
+        x, f_x = features
         v = x.mean(dim=(2, 3))
         f = self.f_conv(f_x)
         half = f.shape[2] // 2
@@ -222,9 +229,11 @@ class MSINet(nn.Module):
             out["sam"] = self.align_module(x)
         return out
 
-    @property
-    def backbone(self) -> nn.ModuleList:  # for profile's backbone count: stem + cells
-        return nn.ModuleList([self.conv1, self.cells])
+    def get_classifier(self) -> list[nn.Module]:
+        return [self.classifier, self.f_classifier]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.cells]  # stem + cells (the official backbone count)
 
 
 def _attention(se: bool, sge: bool, se_reduction: int, se_position: str, sge_groups: int,
@@ -241,40 +250,21 @@ def _attention(se: bool, sge: bool, se_reduction: int, se_position: str, sge_gro
 
 
 @register_model
-def msinet(num_classes: int = 751, genotype: str | list[str] = "msmt", pretrained: bool = False) -> MSINet:
+def msinet(num_classes: int = 751, genotype: str | list[str] = "msmt") -> MSINet:
     """MSINet x1.0 with the searched genotype; 2.328M parameters without classifiers."""
-    return _pretrained(MSINet(num_classes, genotype), pretrained)
+    return MSINet(num_classes, genotype)
 
 
 @register_model
-def msinet_sam(num_classes: int = 751, genotype: str | list[str] = "msmt", pretrained: bool = False) -> MSINet:
+def msinet_sam(num_classes: int = 751, genotype: str | list[str] = "msmt") -> MSINet:
     """MSINet with the spatial alignment module (training-only); 2.394M without classifiers."""
-    return _pretrained(MSINet(num_classes, genotype, sam=True), pretrained)
+    return MSINet(num_classes, genotype, sam=True)
 
 
 @register_model
 def masenet(num_classes: int = 751, genotype: str | list[str] = "msmt", se: bool = True, sge: bool = True,
             se_reduction: int = 16, se_position: str = "cell_residual", sge_groups: int = 8,
-            sge_position: str = "cell_out", sge_init: str = "original", sam: bool = False,
-            pretrained: bool = False) -> MSINet:
+            sge_position: str = "cell_out", sge_init: str = "original", sam: bool = False) -> MSINet:
     """MASENet: MSINet + SE (fused residual, r=16, no bias) + SGE (cell output, 8 groups)."""
     se_cfg, sge_cfg = _attention(se, sge, se_reduction, se_position, sge_groups, sge_position, sge_init)
-    return _pretrained(MSINet(num_classes, genotype, sam=sam, se=se_cfg, sge=sge_cfg), pretrained)
-
-
-def _pretrained(model: MSINet, pretrained: bool) -> MSINet:
-    if pretrained:
-        from reidbench.weights import weights_path
-
-        report = load_msinet_checkpoint(model, weights_path("msinet_msmt"))
-        model.load_report = report  # type: ignore[attr-defined]
-    return model
-
-
-def load_msinet_checkpoint(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Load an official MSINet checkpoint (a tar with ``state_dict``) by name, skipping keys whose
-    shapes differ (classifiers of another dataset) and keys the model lacks; MASENet's SE/SGE
-    weights stay at their initialisation. Returns loaded / missing / unexpected / skipped keys."""
-    from reidbench.models.loading import load_by_name
-
-    return load_by_name(model, path, "msinet_msmt")
+    return MSINet(num_classes, genotype, sam=sam, se=se_cfg, sge=sge_cfg)

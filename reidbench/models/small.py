@@ -5,11 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reidbench.models.contract import ModelOutputs, ReIDModel
+from reidbench.models.layers import BNNeck
 from reidbench.models.registry import register_model
-from reidbench.models.resnet_reid import BNNeckHead
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ReIDModel):
+    train_outputs = ("global", "embedding", "logits")
+    eval_outputs = ("embedding", "global")
+
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
 
@@ -19,10 +23,19 @@ class SmallCNN(nn.Module):
 
         self.backbone = nn.Sequential(block(3, width), block(width, 2 * width),
                                       block(2 * width, 4 * width), block(4 * width, 4 * width))
-        self.head = BNNeckHead(4 * width, num_classes)
+        self.head = BNNeck(4 * width, num_classes)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(self.backbone(images))
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def forward_head(self, features: torch.Tensor) -> ModelOutputs:
+        return self.head(features)  # type: ignore[return-value]  # BNNeck's outputs are contract fields
+
+    def get_classifier(self) -> list[nn.Module]:
+        return [self.head.classifier]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.backbone]
 
 
 @register_model

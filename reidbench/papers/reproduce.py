@@ -78,7 +78,7 @@ def execute(runs: list[PlannedRun], data_root: Path, devices: list[str], jobs: i
             one(index, run, devices[0], in_process=True)
         return outcome
     # parallel runs would race to generate the same synthetic miniature: generate each once, here
-    from reidbench.engine.trainer import load_split
+    from reidbench.engine.build import load_split
 
     for run in runs:
         if run.recipe.data.synthetic:
@@ -113,7 +113,7 @@ def _scores(result: Any) -> dict[str, np.ndarray]:
 
 
 def _reevaluate(run_dir: Path, settings: Any) -> Any:
-    from reidbench.engine.trainer import evaluate_features
+    from reidbench.engine.features import evaluate_features
     from reidbench.evaluation.features import load_features
 
     return evaluate_features(load_features(run_dir / "features.pt"), settings)
@@ -166,7 +166,7 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
     else:
         measured = [r["metrics"] for r in records]
         per_query = _per_query(runs[0].run_dir, recipe, first) if len(runs) == 1 else None
-    model = _model_numbers(recipe, _num_classes(runs[0].run_dir))
+    model = _model_numbers(recipe, _num_classes(runs[0].run_dir, recipe))
     rerank = eval_settings.get("rerank") or {}
     env = first.get("environment", {})
     rows = []
@@ -205,14 +205,18 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
     return rows
 
 
-def _num_classes(run_dir: Path) -> int:
-    import torch
+def _num_classes(run_dir: Path, recipe: Any) -> int:
+    """The class count the run trained with, read at the model's classifiers (the model contract)."""
+    from reidbench.engine.checkpoint import load_checkpoint
+    from reidbench.models import create_model
+    from reidbench.models.contract import num_classes_of
 
-    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    for name, tensor in state["model"].items():
-        if "classifier" in name and name.endswith("weight") and tensor.ndim == 2:
-            return int(tensor.shape[0])
-    raise ReidbenchError(f"{run_dir}: cannot find the classifier in the checkpoint")
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    options = {k: v for k, v in recipe.model.options.items() if k != "pretrained"}
+    found = num_classes_of(state["model"], create_model(recipe.model.name, **options))
+    if found is None:
+        raise ReidbenchError(f"{run_dir}: the checkpoint holds no classifier of model {recipe.model.name}")
+    return found
 
 
 def leaderboard_order(paper: Paper) -> Callable[[dict[str, str]], tuple]:
@@ -279,7 +283,7 @@ def plan_reproduction(key: str, *, table: str | None = None, row: str | None = N
 def run_reproduction(result: Reproduction, *, data_root: Path, jobs: int = 1, devices: list[str] | None = None,
                      device: str = "auto", say: Say = print) -> Reproduction:
     """Train the plan's missing runs (each once), then write every planned cell's leaderboard rows."""
-    from reidbench.engine.trainer import resolve_device
+    from reidbench.engine.build import resolve_device
     from reidbench.papers.plan import unique_runs
 
     if jobs < 1:

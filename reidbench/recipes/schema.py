@@ -98,7 +98,7 @@ class TrainSection:
     log_every: int = 20
     # torchreid's "fixbase": the first N epochs train only these top-level modules (others frozen, eval mode)
     fixbase_epochs: int = 0
-    open_layers: list[str] = field(default_factory=lambda: ["classifier"])
+    open_layers: list[str] = field(default_factory=list)  # empty: the model's classifiers (get_classifier)
 
 
 @dataclass
