@@ -29,7 +29,7 @@ COLUMNS = [
     "paper", "table", "row", "dataset", "metric", "reported", "reproduced", "std", "ci95_low", "ci95_high",
     "ci_method", "delta", "status", "tolerance", "params_M", "deploy_params_M", "gmacs", "input", "scale",
     "synthetic", "seeds", "run_ids", "git_commit", "recipe", "model", "recipe_hash", "distance", "normalize",
-    "rerank_k1", "rerank_k2", "rerank_lambda", "precision", "pretrained", "torch", "cuda", "device", "updated",
+    "rerank_k1", "rerank_k2", "rerank_lambda_value", "precision", "pretrained", "torch", "cuda", "device", "updated",
     "note",
 ]
 KEY = ["paper", "table", "row", "dataset", "metric", "scale"]

@@ -18,7 +18,6 @@ import tempfile
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +29,6 @@ from reidbench import __version__, paths
 from reidbench.errors import ReidbenchError
 from reidbench.models import create_model
 from reidbench.models.contract import ReIDModel, classifier_parameters
-
 
 
 def _numel(shape: list[int] | None) -> int:
@@ -136,22 +134,22 @@ def parse_input(text: str) -> tuple[int, int]:
                              f"got {text!r}") from error
 
 
-def model_config(target: str) -> dict[str, Any]:
-    """A model name, or a recipe (file or name) whose ``model:`` section names the model and its options;
-    recipes are read with ``load_recipe`` (``base:`` inheritance included)."""
+def model_config(target: str) -> tuple[dict[str, Any], tuple[int, int] | None]:
+    """A model name, or a recipe file whose ``model:`` section names the model and its options (read with
+    ``load_recipe``, ``base:`` inheritance included); with the recipe's input size."""
     if target.endswith((".yaml", ".yml")):
         from reidbench.recipes.loading import load_recipe
 
         recipe = load_recipe(target)
-        return {"name": recipe.model.name, **recipe.model.options}
-    return {"name": target}
+        return {"name": recipe.model.name, **recipe.model.options}, (recipe.data.height, recipe.data.width)
+    return {"name": target}, None
 
 
 def profile_model(target: str, input_size: tuple[int, int] | None = None,
                   use_cache: bool = True, depth: int = 2) -> Profile:
-    config = model_config(target)
+    config, recipe_input = model_config(target)
     name = config.pop("name")
-    return profile_config(name, config, input_size, use_cache, depth)
+    return profile_config(name, config, input_size or recipe_input, use_cache, depth)
 
 
 def profile_config(name: str, config: dict[str, Any], input_size: tuple[int, int] | None = None,

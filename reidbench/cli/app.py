@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from reidbench import __version__
+from reidbench import __version__, paths
 from reidbench.errors import USER_ERROR_EXIT_CODE, ReidbenchError
 
 app = typer.Typer(
@@ -27,6 +28,12 @@ class Settings:
     def __init__(self, data_root: Path | None, verbose: bool) -> None:
         self.data_root = data_root
         self.verbose = verbose
+
+
+def data_root_of(ctx: typer.Context) -> Path:
+    """The data root chosen by --data-root, else $REIDBENCH_DATA, else the user cache (see ``paths``)."""
+    settings = ctx.find_root().obj
+    return paths.data_root(settings.data_root if settings else None)
 
 
 def _print_version(value: bool) -> None:
@@ -78,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app and turns user errors into exit code 2."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args or "-v" in args
+    # fvcore traces models with torch.jit, which recent torch marks as deprecated: not the user's concern
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
     _register_commands()
     try:
         app(args=args, prog_name="reidbench", standalone_mode=True)

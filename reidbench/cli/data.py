@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reidbench import paths
-from reidbench.cli.app import app
+from reidbench.cli.app import app, data_root_of
 
 data_app = typer.Typer(help="Datasets: list, info, verify, download, prepare, synth.",
                        no_args_is_help=True)
@@ -22,8 +21,7 @@ ROOT_HELP = "Data root holding the dataset's top folder, or that folder itself (
 def resolve_root(ctx: typer.Context, root: Path | None) -> Path:
     if root is not None:
         return root.expanduser().absolute()
-    settings = ctx.find_root().obj
-    return paths.data_root(settings.data_root if settings else None)
+    return data_root_of(ctx)
 
 
 @data_app.command("list")

@@ -29,7 +29,7 @@ def evaluate_command(
     rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking."),
     k1: int = typer.Option(20, "--k1", help="Re-ranking k1."),
     k2: int = typer.Option(6, "--k2", help="Re-ranking k2."),
-    lambda_value: float = typer.Option(0.3, "--lambda", help="Re-ranking lambda."),
+    lambda_value: float = typer.Option(0.3, "--lambda-value", help="Re-ranking weight of the original distance."),
     protocol: str | None = typer.Option(
         None, "--protocol", help="market or partial (default: the file's, else market)."
     ),
@@ -71,7 +71,7 @@ def evaluate_command(
     title = (f"{features_file.name}: {metric}{' normalised' if normalize else ''}"
              f"{' + DMLI local' if local else ''}, "
              f"{result.protocol} protocol, {ap} AP"
-             + (f", re-ranked k1={rr['k1']} k2={rr['k2']} lambda={rr['lambda']}" if rr else ""))
+             + (f", re-ranked k1={rr['k1']} k2={rr['k2']} lambda_value={rr['lambda_value']}" if rr else ""))
     table = Table(title=title)
     for key in summary:
         table.add_column(key, justify="right")

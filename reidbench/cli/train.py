@@ -8,13 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reidbench import paths
-from reidbench.cli.app import app
-
-
-def _data_root(ctx: typer.Context) -> Path:
-    settings = ctx.find_root().obj
-    return paths.data_root(settings.data_root if settings else None)
+from reidbench.cli.app import app, data_root_of
 
 
 @app.command("train")
@@ -35,7 +29,7 @@ def train_command(
 
     loaded = load_recipe(recipe, scale=scale, overrides=overrides, base_overrides=base_overrides)
     folder = resume or run_dir
-    record = Trainer(loaded, run_dir=folder, device=device, data_root=_data_root(ctx),
+    record = Trainer(loaded, run_dir=folder, device=device, data_root=data_root_of(ctx),
                      resume=resume is not None).run()
     if record.metrics:
         table = Table(title=f"{record.run_id} ({record.scale}{', synthetic data' if record.synthetic else ''})")
@@ -60,7 +54,7 @@ def test_command(
     from reidbench.recipes import load_recipe
 
     loaded = load_recipe(recipe, scale=scale, overrides=overrides)
-    result, path = evaluate_checkpoint(loaded, checkpoint, out, device=device, data_root=_data_root(ctx))
+    result, path = evaluate_checkpoint(loaded, checkpoint, out, device=device, data_root=data_root_of(ctx))
     table = Table(title=f"{path} ({result.protocol} protocol)")
     summary = result.summary()
     for key in summary:

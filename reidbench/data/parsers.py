@@ -217,14 +217,13 @@ def _parse_partial_ilids(spec: DatasetSpec, folder: Path, variant: str | None) -
     raise ReidbenchError(f"{folder}: expected query/ and gallery/ (or Probe/ and Gallery/) folders")
 
 
+#: folder parsers by the name a DatasetSpec gives in its ``parser`` field
 PARSERS: dict[str, Callable[[DatasetSpec, Path, str | None], tuple]] = {
-    "market1501": _parse_market,
-    "dukemtmcreid": _parse_market,
-    "occluded_duke": _parse_market,
+    "market": _parse_market,
     "cuhk03": _parse_cuhk03,
     "msmt17": _parse_msmt17,
-    "veri776": _parse_veri,
-    "p_dukemtmc": _parse_p_duke,
+    "veri": _parse_veri,
+    "p_duke": _parse_p_duke,
     "partial_reid": _parse_partial_reid,
     "partial_ilids": _parse_partial_ilids,
 }
@@ -252,7 +251,7 @@ def parse_dataset(name: str, root: Path, variant: str | None = None,
     folder = require(spec, Path(root))
     if spec.variants[0].name != "default":
         variant = spec.variant(variant).name
-    train, query, gallery = PARSERS[spec.name](spec, folder, variant)
+    train, query, gallery = PARSERS[spec.parser](spec, folder, variant)
     manifest = read_manifest(folder)
     split = Split(
         name=spec.name if variant in (None, "default") else f"{spec.name}/{variant}",

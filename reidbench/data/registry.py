@@ -46,6 +46,25 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class SyntheticPlan:
+    """How ``data synth`` renders a miniature of the dataset (``data/synth.py``): the official file layout
+    (``writer``) and the shape of its splits. Cameras come from the training split's statistics unless given."""
+
+    writer: str  # a file-layout writer in data/synth.py (market, duke, msmt17, veri, p_duke, partial_reid, ...)
+    queries_per_id: int = 1
+    distractors: bool = False  # max(2, ids // 4) gallery distractors (pid 0)
+    junk: int = 0  # junk gallery images (pid -1)
+    gallery_only_ids: bool = False  # max(1, ids // 6) identities seen only in the gallery
+    first_pid: int = 1
+    query_look: str = "whole"  # whole | occluded: the look of every query image
+    occluded_rate: float | None = None  # with an occluded query look: share of other images occluded
+    train_occluded_rate: float = 0.0  # training images drawn occluded
+    paired_partial: bool = False  # partial query / whole gallery pairs, no training split
+    pairs_per_id: int | None = None  # with paired_partial: images per id per side (None: half of them)
+    cameras: int | None = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
     title: str
@@ -60,6 +79,18 @@ class DatasetSpec:
     input_size: tuple[int, int] = (256, 128)
     stats_verified: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    parser: str = "market"  # the folder parser in data/parsers.py PARSERS
+    synthetic: SyntheticPlan | None = None  # None: no synthetic miniature (CUHK03 has its own generator)
+
+    @property
+    def synthetic_cameras(self) -> int:
+        plan = self.synthetic
+        if plan is not None and plan.cameras is not None:
+            return plan.cameras
+        stats = self.default_variant.train or self.default_variant.query
+        if stats.cams is None:
+            raise ValueError(f"{self.name}: no camera count for its synthetic miniature")
+        return stats.cams
 
     @property
     def default_variant(self) -> Variant:
@@ -106,6 +137,7 @@ register(DatasetSpec(
     ),),
     access="free for research; Zheng et al., ICCV 2015",
     notes=("gallery: 3,819 junk images (pid -1) dropped, 2,798 distractors (pid 0) kept",),
+    synthetic=SyntheticPlan("market", queries_per_id=2, distractors=True, junk=2),
 ))
 
 register(DatasetSpec(
@@ -123,6 +155,7 @@ register(DatasetSpec(
     ),),
     access="withdrawn by its authors (2019); use only a copy you are entitled to",
     stats_verified=False,
+    synthetic=SyntheticPlan("duke", gallery_only_ids=True),
 ))
 
 register(DatasetSpec(
@@ -152,6 +185,7 @@ register(DatasetSpec(
     access="research use; the raw release is requested from the authors",
     notes=("raw cuhk03_release (cuhk-03.mat + split configs) or the pre-extracted CUHK03-NP "
            "layout cuhk03-np/{detected,labeled}/...; camid = camera within the pair (0/1)",),
+    parser="cuhk03",
 ))
 
 register(DatasetSpec(
@@ -171,6 +205,8 @@ register(DatasetSpec(
     access="by request from the authors; research only",
     notes=("training = train + val lists (32,621 images); V1: train/ test/, V2: mask_train_v2/ "
            "mask_test_v2/",),
+    parser="msmt17",
+    synthetic=SyntheticPlan("msmt17", queries_per_id=2, first_pid=0),
 ))
 
 register(DatasetSpec(
@@ -186,6 +222,8 @@ register(DatasetSpec(
     kind="vehicle",
     input_size=(256, 256),
     stats_verified=False,
+    parser="veri",
+    synthetic=SyntheticPlan("veri"),
 ))
 
 register(DatasetSpec(
@@ -200,6 +238,7 @@ register(DatasetSpec(
                       md5="2f93496f9b516d1ee5ef51c1d5e7d601"),),
     access="derived from DukeMTMC-reID (withdrawn); lists from lightas/Occluded-DukeMTMC-Dataset",
     notes=("reidbench data prepare occluded_duke --from DukeMTMC-reID.zip builds it",),
+    synthetic=SyntheticPlan("duke", gallery_only_ids=True, query_look="occluded", occluded_rate=0.2),
 ))
 
 register(DatasetSpec(
@@ -214,6 +253,8 @@ register(DatasetSpec(
     access="by user agreement",
     stats_verified=False,
     notes=("query: test/occluded_body_images, gallery: test/whole_body_images",),
+    parser="p_duke",
+    synthetic=SyntheticPlan("p_duke", query_look="occluded", occluded_rate=0.0, train_occluded_rate=0.4, cameras=8),
 ))
 
 register(DatasetSpec(
@@ -231,6 +272,8 @@ register(DatasetSpec(
     protocol="partial",
     stats_verified=False,
     notes=("test only; trained on Market-1501; query = partial bodies, gallery = whole bodies",),
+    parser="partial_reid",
+    synthetic=SyntheticPlan("partial_reid", paired_partial=True),
 ))
 
 register(DatasetSpec(
@@ -245,6 +288,8 @@ register(DatasetSpec(
     access="research use; 238 images, not the 476-image QMUL i-LIDS set",
     protocol="partial",
     stats_verified=False,
+    parser="partial_ilids",
+    synthetic=SyntheticPlan("partial_ilids", paired_partial=True, pairs_per_id=1),
 ))
 
 

@@ -27,7 +27,7 @@ from torchvision.io import encode_jpeg, encode_png
 from reidbench import __version__
 from reidbench.data.checksums import file_digest
 from reidbench.data.parsers import MANIFEST, parse_dataset
-from reidbench.data.registry import get_dataset
+from reidbench.data.registry import DatasetSpec, get_dataset
 from reidbench.data.render import (
     crop_partial,
     make_camera,
@@ -234,47 +234,41 @@ def _looks(shots: list[Shot], rng: np.random.Generator, query: str, other_rate: 
             shot.look = "occluded"
 
 
-def _plan(name: str, ids: int, per_id: int, rng: np.random.Generator) -> list[Shot]:
-    if name == "market1501":
-        shots = plan_reid(ids, per_id, 6, rng, queries_per_id=2, distractors=max(2, ids // 4))
-        shots += [Shot("gallery", -1, int(rng.integers(1, 7)), "partial") for _ in range(2)]  # junk
-        return shots
-    if name in ("dukemtmcreid", "occluded_duke"):
-        shots = plan_reid(ids, per_id, 8, rng, queries_per_id=1, gallery_only_ids=max(1, ids // 6))
-        if name == "occluded_duke":
-            _looks(shots, rng, "occluded", 0.2)
-        return shots
-    if name == "msmt17":
-        return plan_reid(ids, per_id, 15, rng, queries_per_id=2, first_pid=0)
-    if name == "veri776":
-        return plan_reid(ids, per_id, 20, rng, queries_per_id=1)
-    if name == "p_dukemtmc":
-        shots = plan_reid(ids, per_id, 8, rng, queries_per_id=1)
-        _looks(shots, rng, "occluded", 0.0)
-        for shot in shots:  # training holds both whole and occluded images of each person
-            if shot.split == "train" and rng.random() < 0.4:
-                shot.look = "occluded"
-        return shots
-    if name in ("partial_reid", "partial_ilids"):
-        count = 1 if name == "partial_ilids" else max(1, per_id // 2)
+def _plan(spec: DatasetSpec, ids: int, per_id: int, rng: np.random.Generator) -> list[Shot]:
+    """The shots of a miniature, from the dataset's ``SyntheticPlan`` (registry)."""
+    plan = spec.synthetic
+    if plan is None:
+        raise ReidbenchError(f"{spec.name}: no synthetic plan")
+    if plan.paired_partial:
+        count = plan.pairs_per_id or max(1, per_id // 2)
         shots = []
         for pid in range(1, ids + 1):
-            cams = (1, 2)
-            shots += [Shot("query", pid, cams[0], "partial") for _ in range(count)]
-            shots += [Shot("gallery", pid, cams[1]) for _ in range(count)]
+            shots += [Shot("query", pid, 1, "partial") for _ in range(count)]
+            shots += [Shot("gallery", pid, 2) for _ in range(count)]
         return shots
-    raise ReidbenchError(f"{name}: no synthetic plan")
+    cams = spec.synthetic_cameras
+    shots = plan_reid(ids, per_id, cams, rng, queries_per_id=plan.queries_per_id,
+                      distractors=max(2, ids // 4) if plan.distractors else 0,
+                      gallery_only_ids=max(1, ids // 6) if plan.gallery_only_ids else 0, first_pid=plan.first_pid)
+    shots += [Shot("gallery", -1, int(rng.integers(1, cams + 1)), "partial") for _ in range(plan.junk)]
+    if plan.occluded_rate is not None:
+        _looks(shots, rng, plan.query_look, plan.occluded_rate)
+    if plan.train_occluded_rate:
+        for shot in shots:  # training holds both whole and occluded images of each person
+            if shot.split == "train" and rng.random() < plan.train_occluded_rate:
+                shot.look = "occluded"
+    return shots
 
 
-LAYOUTS: dict[str, tuple[str, Callable[[list[Shot], np.random.Generator], dict[str, bytes]]]] = {
-    "market1501": ("Market-1501-v15.09.15", _market),
-    "dukemtmcreid": ("DukeMTMC-reID", _duke),
-    "occluded_duke": ("Occluded_Duke", _duke),
-    "msmt17": ("MSMT17_V1", _msmt17),
-    "veri776": ("VeRi", _veri),
-    "p_dukemtmc": ("P-DukeMTMC-reid", _p_duke),
-    "partial_reid": ("Partial_REID", _partial_reid),
-    "partial_ilids": ("PartialiLIDS", _partial_ilids),
+#: file-layout writers by the name a SyntheticPlan gives in its ``writer`` field
+WRITERS: dict[str, Callable[[list[Shot], np.random.Generator], dict[str, bytes]]] = {
+    "market": _market,
+    "duke": _duke,
+    "msmt17": _msmt17,
+    "veri": _veri,
+    "p_duke": _p_duke,
+    "partial_reid": _partial_reid,
+    "partial_ilids": _partial_ilids,
 }
 
 
@@ -398,9 +392,11 @@ def synthesize(name: str, out: Path, ids: int = DEFAULT_IDS, images_per_id: int 
             images = _cuhk03_files(world, shots, cuhk03_layout == "release", top, writer)
         variants = ["detected", "labeled"]
     else:
-        top_name, layout = LAYOUTS[spec.name]
-        top = _fresh(out, top_name)
-        shots = _plan(spec.name, ids, images_per_id, rng)
+        if spec.synthetic is None:
+            raise ReidbenchError(f"{spec.name}: no synthetic miniature")
+        layout = WRITERS[spec.synthetic.writer]
+        top = _fresh(out, spec.top_folders[0])
+        shots = _plan(spec, ids, images_per_id, rng)
         extras = layout(shots, rng)
         with _Writer(top, files) as writer:
             for index, shot in enumerate(shots):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 import torch
 
@@ -19,8 +17,9 @@ from reidbench.recipes.schema import EvalSection, Recipe
 def evaluate_features(features: FeatureSet, settings: EvalSection) -> EvaluationResult:
     """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features."""
     rerank = settings.rerank
-    return evaluate_feature_set(features, settings.metric, settings.normalize, rerank is not None,
-                                **(asdict(rerank) if rerank else {}), local=settings.local_feature is not None)
+    return evaluate_feature_set(features, settings.metric, settings.normalize, rerank.enabled, k1=rerank.k1,
+                                k2=rerank.k2, lambda_value=rerank.lambda_value,
+                                local=settings.local_feature is not None)
 
 
 @torch.no_grad()

@@ -266,7 +266,7 @@ class Trainer:
             effective_batch=r.data.batch_size * self.dist.world_size, epochs=r.train.epochs,
             eval_settings={"feature": r.eval.feature, "local_feature": r.eval.local_feature,
                            "metric": r.eval.metric, "normalize": r.eval.normalize,
-                           "rerank": asdict(r.eval.rerank) if r.eval.rerank else None,
+                           "rerank": asdict(r.eval.rerank) if r.eval.rerank.enabled else None,
                            "flip": r.eval.flip, "protocol": self.test_split.protocol},
             environment=collect_environment(str(self.data_root)), reported=asdict(r.reported),
             pretrained_report=self.pretrained_report,

@@ -215,7 +215,7 @@ def evaluate_feature_set(
     result.settings.update(
         metric=metric,
         normalize=normalize,
-        rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
+        rerank={"k1": k1, "k2": k2, "lambda_value": lambda_value} if rerank else None,
         local=local,
     )
     return result

@@ -76,16 +76,20 @@ class Cell(nn.Module):
     """Two branches (receptive fields 3->5 and 7->13) with two interaction modules, fused by 1x1."""
 
     def __init__(self, cin: int, cout: int, ops: list[str], se: dict[str, Any] | None = None,
-                 sge: dict[str, Any] | None = None) -> None:
+                 sge: dict[str, Any] | None = None, mid: int | None = None,
+                 interaction_factory: Any = None) -> None:
+        """``ops``: the two interaction names of the genotype; the search network passes its own
+        ``interaction_factory`` (name, channels) -> module and may size the branches with ``mid``."""
         super().__init__()
-        mid = cout // 4
+        mid = mid or cout // 4
+        make = interaction_factory or interaction
         self.conv1a, self.conv1b = Conv1x1(cin, mid), Conv1x1(cin, mid)
         self.conv2a = LightConv3x3(mid, mid)
         self.conv2b = nn.Sequential(*(LightConv3x3(mid, mid) for _ in range(3)))
-        self._op2 = interaction(ops[0], mid)
+        self._op2 = make(ops[0], mid)
         self.conv3a = LightConv3x3(mid, mid)
         self.conv3b = nn.Sequential(*(LightConv3x3(mid, mid) for _ in range(3)))
-        self._op3 = interaction(ops[1], mid)
+        self._op3 = make(ops[1], mid)
         self.conv4a, self.conv4b = Conv1x1Linear(mid, cout), Conv1x1Linear(mid, cout)
         self.downsample = Conv1x1Linear(cin, cout) if cin != cout else None
         se, sge = se or {}, sge or {}

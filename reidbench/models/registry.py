@@ -42,18 +42,20 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ReIDMode
     accepted = model_options(name)
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        raise ReidbenchError(f"model.options.{unknown[0]}: model {name} has no such option; "
+        raise ReidbenchError(f"model.{unknown[0]}: model {name} has no such option; "
                              f"expected some of: {', '.join(a for a in accepted if a != 'pretrained')}")
     try:
         model = MODELS[name](**kwargs)
     except (ValueError, TypeError) as error:
         # layer code raises ValueError("option: expected ..., got ..."); name the recipe key
-        raise ReidbenchError(f"model.options ({name}): {error}") from error
+        key, sep, rest = str(error).partition(": ")
+        text = f"model.{key}: {rest}" if sep and key.isidentifier() else f"model options: {error}"
+        raise ReidbenchError(f"{text} (model {name})") from error
     if not isinstance(model, ReIDModel):
         raise TypeError(f"model {name}: constructors must return a ReIDModel (see docs/adding-a-model.md)")
     if pretrained:
         if model.pretrained_cfg is None:
-            raise ReidbenchError(f"model.options.pretrained: model {name} has no published weights",
+            raise ReidbenchError(f"model.pretrained: model {name} has no published weights",
                                  hint="set model.options.pretrained=false")
         load_pretrained(model, model.pretrained_cfg)
     return model

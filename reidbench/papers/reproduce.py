@@ -162,7 +162,7 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
         measured = [res.summary() for res in results]
         per_query = _scores(results[0]) if len(runs) == 1 else None
         eval_settings.update(metric=item.evaluation.metric, normalize=item.evaluation.normalize,
-                             rerank=asdict(item.evaluation.rerank) if item.evaluation.rerank else None)
+                             rerank=asdict(item.evaluation.rerank) if item.evaluation.rerank.enabled else None)
     else:
         measured = [r["metrics"] for r in records]
         per_query = _per_query(runs[0].run_dir, recipe, first) if len(runs) == 1 else None
@@ -179,7 +179,7 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
                "distance": eval_settings["metric"] + (" + DMLI local" if eval_settings.get("local_feature") else ""),
                "normalize": eval_settings["normalize"],
                "rerank_k1": rerank.get("k1"), "rerank_k2": rerank.get("k2"),
-               "rerank_lambda": rerank.get("lambda_value"), "precision": first["precision"],
+               "rerank_lambda_value": rerank.get("lambda_value"), "precision": first["precision"],
                "pretrained": first["pretrained"], "torch": env.get("torch"), "cuda": env.get("cuda_version") or "",
                "device": first["device"], "note": cell.row.note_for(cell.group.key, metric)}
         row.update(model)

@@ -103,6 +103,7 @@ class TrainSection:
 
 @dataclass
 class RerankSection:
+    enabled: bool = False  # k-reciprocal re-ranking on/off; k1/k2/lambda_value alone never turn it on
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
@@ -114,7 +115,7 @@ class EvalSection:
     local_feature: str | None = None  # stripe output added as the DMLI local distance (AlignedReID++)
     metric: str = "euclidean"
     normalize: bool = False
-    rerank: RerankSection | None = None
+    rerank: RerankSection = field(default_factory=RerankSection)
     flip: bool = False
 
 
