@@ -40,7 +40,7 @@ def train_command(
 
 
 @app.command("test")
-def test_command(
+def evaluate_checkpoint_command(
     ctx: typer.Context,
     recipe: str = typer.Argument(..., help="Recipe YAML the checkpoint was trained with."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or state_dict file."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reidbench.data.loader import image_paths, test_loader
+from reidbench.data.loader import image_paths, eval_loader
 from reidbench.data.records import ImageRecord, Split
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
@@ -34,7 +34,7 @@ def extract_features(model: ReIDModel, records: list[ImageRecord], recipe: Recip
             raise ReidbenchError(f"eval.feature: model {recipe.model.name} has no eval output {name!r}; "
                                  f"expected one of: {', '.join(model.eval_outputs)}")
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    for images, _pids, _camids, _index in test_loader(records, recipe.data, device):
+    for images, _pids, _camids, _index in eval_loader(records, recipe.data, device):
         images = images.to(device)
         with torch.autocast("cuda", enabled=amp):
             outputs = model(images)

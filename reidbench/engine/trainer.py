@@ -187,10 +187,11 @@ class Trainer:
             return
         fixbase = epoch < self.recipe.train.fixbase_epochs
         open_ids = {id(p) for m in self._open_modules for p in m.parameters()}
-        if fixbase:
-            self.model.eval()
-            for module in self._open_modules:
-                module.train()
+        if fixbase:  # frozen leaves (BN statistics, dropout) in eval mode; containers keep their train-mode outputs
+            inside_open = {id(m) for o in self._open_modules for m in o.modules()}
+            for module in self.model.modules():
+                if next(module.children(), None) is None and id(module) not in inside_open:
+                    module.eval()
         for parameter in self.model.parameters():  # parameters the model freezes itself stay frozen
             parameter.requires_grad_((not fixbase or id(parameter) in open_ids) and self._trainable[id(parameter)])
 
