@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reidbench.data.loader import image_paths, eval_loader
+from reidbench.data.loader import eval_loader, image_paths
 from reidbench.data.records import ImageRecord, Split
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult

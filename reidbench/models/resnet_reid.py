@@ -13,32 +13,18 @@ import torchvision
 from torch import nn
 
 from reidbench.models.contract import ModelOutputs, ReIDModel
-from reidbench.models.layers import BNNeck, resnet_trunk, trunk_pretrained_cfg
+from reidbench.models.layers import BNNeck, TrunkWithBNNeck, resnet_trunk, trunk_pretrained_cfg
 from reidbench.models.pretrained import get_weights
 from reidbench.models.registry import register_model
 
 
-class BoTResNet(ReIDModel):
-    train_outputs = ("global", "embedding", "logits")
-    eval_outputs = ("embedding", "global")
-
+class BoTResNet(TrunkWithBNNeck):
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, stem_relu: bool = True) -> None:
         super().__init__()
         self.backbone = resnet_trunk(depth, last_stride, stem_relu=stem_relu)
         self.head = BNNeck(self.backbone.out_channels, num_classes)
         self.pretrained_cfg = trunk_pretrained_cfg(self.backbone, depth)
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
-
-    def forward_head(self, features: torch.Tensor) -> ModelOutputs:
-        return self.head(features)  # type: ignore[return-value]  # BNNeck's outputs are contract fields
-
-    def get_classifier(self) -> list[nn.Module]:
-        return [self.head.classifier]
-
-    def backbone_modules(self) -> list[nn.Module]:
-        return [self.backbone]
 
 
 @register_model

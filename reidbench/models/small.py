@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from reidbench.models.contract import ModelOutputs, ReIDModel
-from reidbench.models.layers import BNNeck
+from reidbench.models.layers import BNNeck, TrunkWithBNNeck
 from reidbench.models.registry import register_model
 
 
-class SmallCNN(ReIDModel):
-    train_outputs = ("global", "embedding", "logits")
-    eval_outputs = ("embedding", "global")
-
+class SmallCNN(TrunkWithBNNeck):
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
 
@@ -24,18 +19,6 @@ class SmallCNN(ReIDModel):
         self.backbone = nn.Sequential(block(3, width), block(width, 2 * width),
                                       block(2 * width, 4 * width), block(4 * width, 4 * width))
         self.head = BNNeck(4 * width, num_classes)
-
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
-
-    def forward_head(self, features: torch.Tensor) -> ModelOutputs:
-        return self.head(features)  # type: ignore[return-value]  # BNNeck's outputs are contract fields
-
-    def get_classifier(self) -> list[nn.Module]:
-        return [self.head.classifier]
-
-    def backbone_modules(self) -> list[nn.Module]:
-        return [self.backbone]
 
 
 @register_model

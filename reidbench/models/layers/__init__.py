@@ -24,11 +24,12 @@ from reidbench.models.layers.blocks import (
     PairIdentity,
     init_osnet_style,
 )
-from reidbench.models.layers.necks import BNNeck
+from reidbench.models.layers.necks import BNNeck, TrunkWithBNNeck
 from reidbench.models.layers.trunks import ResNetTrunk, resnet_trunk, trunk_pretrained_cfg
 
 __all__ = [
-    "ATTENTION_REGISTRY", "ATTENTIONS", "BNNeck", "ResNetTrunk", "resnet_trunk", "trunk_pretrained_cfg",
+    "ATTENTION_REGISTRY", "ATTENTIONS", "BNNeck", "TrunkWithBNNeck", "ResNetTrunk", "resnet_trunk",
+    "trunk_pretrained_cfg",
     "BottleneckAttention", "ChannelGate", "ChannelMLP", "ChannelWiseAttention", "Conv1x1",
     "Conv1x1Linear", "ConvLayer", "CrossAttention", "Exchange", "LightConv3x3", "PairIdentity", "PooledECA",
     "SEAttention", "SpatialAttention", "SpatialBranch", "SpatialGroupEnhance", "build_attention",

@@ -1,9 +1,11 @@
-"""Heads shared by families: BoT's BNNeck."""
+"""Heads shared by families: BoT's BNNeck, and the trunk + BNNeck model shape several families share."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from reidbench.models.contract import ModelOutputs, ReIDModel
 
 
 class BNNeck(nn.Module):
@@ -27,3 +29,25 @@ class BNNeck(nn.Module):
         if not self.training:
             return {"embedding": bn_feat, "global": global_feat}
         return {"global": global_feat, "embedding": bn_feat, "logits": self.classifier(bn_feat)}
+
+
+class TrunkWithBNNeck(ReIDModel):
+    """A model that is ``self.backbone`` (feature map) followed by ``self.head`` (a BNNeck): BoT and the
+    small smoke-test CNN. Subclasses build the two modules."""
+
+    train_outputs = ("global", "embedding", "logits")
+    eval_outputs = ("embedding", "global")
+    backbone: nn.Module
+    head: BNNeck
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def forward_head(self, features: torch.Tensor) -> ModelOutputs:
+        return self.head(features)  # type: ignore[return-value]  # BNNeck's outputs are contract fields
+
+    def get_classifier(self) -> list[nn.Module]:
+        return [self.head.classifier]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.backbone]
