@@ -74,12 +74,12 @@ def verify_weights(name: str) -> dict[str, Any]:
         if not digest.startswith(spec.sha256_prefix):
             report["status"] = f"sha256 prefix mismatch: expected {spec.sha256_prefix}, got {digest[:8]}"
             return report
-    try:
-        import torch
+    from reidbench.engine.checkpoint import read_torch_file
 
-        torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - a broken file of any kind
-        report["status"] = f"not a loadable checkpoint ({str(error).splitlines()[0][:100]})"
+    try:
+        read_torch_file(path, "weights file")  # weights_only=True: a crafted file cannot run code
+    except ReidbenchError as error:
+        report["status"] = f"not a loadable checkpoint ({error.message.removeprefix(f'{path}: ')[:160]})"
         return report
     report["ok"] = True
     report["status"] = "verified" if spec.sha256_prefix else "loadable (no published hash)"

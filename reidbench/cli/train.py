@@ -10,6 +10,7 @@ from rich.table import Table
 
 from reidbench import paths
 from reidbench.cli.app import app
+from reidbench.errors import ReidbenchError
 
 
 def _data_root(ctx: typer.Context) -> Path:
@@ -59,6 +60,9 @@ def test_command(
     from reidbench.engine.trainer import test_checkpoint
     from reidbench.recipes import load_recipe
 
+    if out.suffix not in (".pt", ".npz"):
+        raise ReidbenchError(f"--out {out}: expected a features file ending in .pt or .npz")
+    paths.check_folder(out.absolute().parent, "--out", "features file's folder")
     loaded = load_recipe(recipe, scale=scale, overrides=overrides)
     result, path = test_checkpoint(loaded, checkpoint, out, device=device, data_root=_data_root(ctx))
     table = Table(title=f"{path} ({result.protocol} protocol)")

@@ -26,12 +26,21 @@ from reidbench.data.loader import image_paths, test_loader, train_loader
 from reidbench.data.parsers import Subset, parse_dataset
 from reidbench.data.records import Split
 from reidbench.data.registry import get_dataset
-from reidbench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from reidbench.engine.checkpoint import (
+    load_checkpoint,
+    preserved_rng,
+    read_torch_file,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    state_dict_of,
+)
 from reidbench.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from reidbench.engine.optim import build_optimizer, build_scheduler
 from reidbench.envinfo import collect_environment
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
+from reidbench.evaluation.atomic import atomic_write
 from reidbench.evaluation.features import FeatureSet, evaluate_feature_set, save_features
 from reidbench.losses import build_losses
 from reidbench.models import create_model
@@ -65,10 +74,13 @@ def load_split(recipe: Recipe, which: str, data_root: Path) -> Split:
     spec = get_dataset(name)
     root = data_root
     if recipe.data.synthetic:
+        from reidbench.data.parsers import locate
         from reidbench.data.synth import ensure_synthetic
 
         root = data_root / "synthetic" / f"{spec.name}-i{recipe.data.synthetic_ids}" \
                                          f"-k{recipe.data.synthetic_images_per_id}"
+        if locate(spec, root) is None:  # to be generated: the data root must take it
+            paths.check_folder(root, paths.data_root_chosen_by(data_root), "data root")
         ensure_synthetic(spec.name, root, ids=recipe.data.synthetic_ids,
                          images_per_id=recipe.data.synthetic_images_per_id, seed=0)
     subset = recipe.data.subset
@@ -130,10 +142,14 @@ class Trainer:
             self.device = f"cuda:{self.dist.local_rank}"
         self.data_root = data_root or paths.data_root()
         self.hash = recipe_hash(recipe)
+        runs = paths.resolve_runs_dir()
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = paths.runs_dir() / f"{stamp}-{recipe.name}-{recipe.scale}-s{recipe.train.seed}-{self.hash[:8]}"
         self.run_dir = Path(run_dir)
+        # what chose the folder, for errors: the runs root (reproduce, regress and default names live under it)
+        under_runs = runs.path in self.run_dir.absolute().parents
+        self.run_dir_chosen_by = runs.chosen_by("--run-dir") if under_runs else ("--resume" if resume else "--run-dir")
         self.quiet = quiet or not self.dist.is_main
         self.resume = resume
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
@@ -207,15 +223,35 @@ class Trainer:
             raise ReidbenchError(f"{self.checkpoint_path}: written by recipe hash {state['recipe_hash']}, "
                                  f"this recipe hashes to {self.hash}",
                                  hint="resume with the same recipe, scale and --set overrides")
-        self.model.load_state_dict(state["model"])
-        self.losses.load_state_dict(state["losses"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.center_optimizer and state["center_optimizer"]:
-            self.center_optimizer.load_state_dict(state["center_optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.start_epoch = state["epoch"] + 1
+        try:
+            self.model.load_state_dict(state["model"])
+            self.losses.load_state_dict(state["losses"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.center_optimizer and state.get("center_optimizer"):
+                self.center_optimizer.load_state_dict(state["center_optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.start_epoch = int(state["epoch"]) + 1
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ReidbenchError(f"{self.checkpoint_path}: damaged checkpoint, cannot restore it ({first})") from error
+        self._forget_unsaved_epochs()
+
+    def _forget_unsaved_epochs(self) -> None:
+        """Drop metrics lines of epochs after the checkpoint (a run killed mid-epoch logs them again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.dist.is_main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                epoch = json.loads(line).get("epoch", 0)
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut by the kill
+            if isinstance(epoch, int) and epoch <= self.start_epoch:
+                kept.append(line + "\n")
+        atomic_write(path, lambda handle: handle.write("".join(kept).encode()))
 
     # ---- loop ----
     def _log(self, record: dict[str, Any]) -> None:
@@ -321,10 +357,24 @@ class Trainer:
     def evaluate(self, features: FeatureSet) -> EvaluationResult:
         return evaluate_features(features, self.recipe.eval)
 
+    def _evaluate_epoch(self, epoch: int, save: bool) -> EvaluationResult:
+        """Evaluate after ``epoch`` without touching the training's random state: the test loaders draw
+        their seeds from torch's generator, and the checkpoint just written holds the state before them,
+        so a resumed run and an uninterrupted one (evaluating at any interval) train the same batches."""
+        with preserved_rng():
+            features = self.feature_set()
+            result = self.evaluate(features)
+        self._log({"epoch": epoch, "eval": result.summary(), "num_valid_queries": result.num_valid_queries})
+        if save:
+            save_features(self.run_dir / "features.pt", features)
+        return result
+
     def run(self) -> RunRecord:
         from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
         start = time.perf_counter()
+        if self.dist.is_main:
+            paths.check_folder(self.run_dir, self.run_dir_chosen_by, "run folder")
         self._build()  # before any folder exists: a recipe or data error leaves nothing behind
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,20 +410,11 @@ class Trainer:
                     save_checkpoint(self.checkpoint_path, self._state(epoch))
                 last = epoch + 1 == r.train.epochs
                 if self.dist.is_main and (last or (epoch + 1) % max(1, r.train.eval_every) == 0):
-                    features = self.feature_set()
-                    result = self.evaluate(features)
-                    self._log({"epoch": epoch + 1, "eval": result.summary(),
-                               "num_valid_queries": result.num_valid_queries})
-                    if last:
-                        save_features(self.run_dir / "features.pt", features)
+                    result = self._evaluate_epoch(epoch + 1, save=last)
                 barrier(self.dist)
         if self.dist.is_main and result is None:
             # killed after the last epoch's checkpoint but before its evaluation: evaluate now
-            features = self.feature_set()
-            result = self.evaluate(features)
-            self._log({"epoch": r.train.epochs, "eval": result.summary(),
-                       "num_valid_queries": result.num_valid_queries})
-            save_features(self.run_dir / "features.pt", features)
+            result = self._evaluate_epoch(r.train.epochs, save=True)
         if self.dist.is_main and result is not None:
             np.save(self.run_dir / "per_query_ap.npy", result.ap)
             record.metrics = result.summary()
@@ -389,19 +430,24 @@ class Trainer:
 
 def test_checkpoint(recipe: Recipe, checkpoint: Path, out: Path, device: str | None = None,
                     data_root: Path | None = None) -> tuple[EvaluationResult, Path]:
-    """Evaluate a checkpoint (ours, or a bare state_dict) and write the features file."""
+    """Evaluate a checkpoint (ours, a released one, or a bare state_dict) and write the features file."""
+    weights = state_dict_of(read_torch_file(checkpoint, "checkpoint"), checkpoint)  # before any data work
     trainer = Trainer(recipe, run_dir=out.parent, device=device, data_root=data_root, quiet=True)
     seed_everything(recipe.train.seed)
     trainer.train_split = load_split(recipe, "train", trainer.data_root)
     trainer.test_split = load_split(recipe, "test", trainer.data_root)
     trainer.use_amp = False
-    state = load_checkpoint(checkpoint)
-    weights = state.get("model", state.get("state_dict", state))
-    num_classes = next((v.shape[0] for k, v in weights.items() if k.endswith("classifier.weight")),
+    num_classes = next((v.shape[0] for k, v in weights.items() if k.endswith("classifier.weight") and v.ndim == 2),
                        trainer.train_split.num_train_pids)
     trainer.model = create_model(recipe.model.name, num_classes=num_classes,
                                  **{k: v for k, v in recipe.model.options.items() if k != "pretrained"})
-    missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # a shape that does not fit
+        detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line),
+                      str(error).splitlines()[0])
+        raise ReidbenchError(f"{checkpoint}: its weights do not fit model {recipe.model.name} ({detail[:200]})",
+                             hint="test with the recipe the checkpoint was trained with") from error
     if missing:
         raise ReidbenchError(f"{checkpoint}: {len(missing)} weights of {recipe.model.name} are missing, "
                              f"first: {', '.join(missing[:3])}")
@@ -410,4 +456,3 @@ def test_checkpoint(recipe: Recipe, checkpoint: Path, out: Path, device: str | N
     result = trainer.evaluate(features)
     save_features(out, features)
     return result, out
-

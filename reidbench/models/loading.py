@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from reidbench.errors import ReidbenchError
@@ -17,7 +16,9 @@ def load_by_name(model: nn.Module, path: str | Path, weights_name: str) -> dict[
     path = Path(path)
     if not path.is_file():
         raise ReidbenchError(f"{path}: checkpoint not found", hint=f"run `reidbench weights download {weights_name}`")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    from reidbench.engine.checkpoint import read_torch_file
+
+    raw = read_torch_file(path, "checkpoint")  # weights_only=True: a crafted file cannot run code
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()

@@ -116,7 +116,10 @@ def _reevaluate(run_dir: Path, settings: Any) -> Any:
     from reidbench.engine.trainer import evaluate_features
     from reidbench.evaluation.features import load_features
 
-    return evaluate_features(load_features(run_dir / "features.pt"), settings)
+    try:
+        return evaluate_features(load_features(run_dir / "features.pt"), settings)
+    except ValueError as error:  # a damaged or foreign features file in the run folder
+        raise ReidbenchError(str(error), hint=f"remove {run_dir} to train the cell again") from error
 
 
 def _per_query(run_dir: Path, recipe: Any, record: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -206,9 +209,9 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
 
 
 def _num_classes(run_dir: Path) -> int:
-    import torch
+    from reidbench.engine.checkpoint import load_checkpoint
 
-    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     for name, tensor in state["model"].items():
         if "classifier" in name and name.endswith("weight") and tensor.ndim == 2:
             return int(tensor.shape[0])
@@ -284,6 +287,7 @@ def run_reproduction(result: Reproduction, *, data_root: Path, jobs: int = 1, de
 
     if jobs < 1:
         raise ReidbenchError(f"--jobs: expected a positive integer, got {jobs}")
+    leaderboard.check_writable(result.csv)  # before hours of training, not after
     devices = devices or default_devices(device, jobs)
     for name in devices:
         resolve_device(name)
