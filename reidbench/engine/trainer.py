@@ -183,6 +183,7 @@ class Trainer:
         else:
             self.model = create_model(r.model.name, num_classes=self.train_split.num_train_pids, **options)
         self.model.to(self.device)
+        self._check_eval_outputs()
         self.losses = build_losses(r.loss, self.train_split.num_train_pids).to(self.device)
         self.loader, self.sampler = train_loader(self.train_split, r.data, r.train.seed, self.dist.rank,
                                                  self.dist.world_size, self.device)
@@ -209,6 +210,20 @@ class Trainer:
         self.start_epoch = 0
         if self.resume:
             self._restore()
+
+    @torch.no_grad()
+    def _check_eval_outputs(self) -> None:
+        """eval.feature / eval.local_feature must name outputs of the model: checked on a 2-image batch before
+        the first epoch (not after it), without moving the random state."""
+        r = self.recipe
+        with preserved_rng():
+            self.model.eval()
+            outputs = self.model(torch.zeros(2, 3, r.data.height, r.data.width, device=self.device))
+        for key in ("feature", "local_feature"):
+            name = getattr(r.eval, key)
+            if name is not None and name not in outputs:
+                raise ReidbenchError(f"eval.{key}: model {r.model.name} has no eval output {name!r}; "
+                                     f"expected one of: {', '.join(outputs)}")
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {"epoch": epoch, "recipe_hash": self.hash, "model": self.model.state_dict(),

@@ -22,14 +22,18 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model; an unknown name or keyword is a user error naming the choices."""
+def check_model(name: str, options: dict[str, Any]) -> None:
+    """An unknown model name or constructor keyword is a user error naming the choices (nothing is built)."""
     if name not in MODELS:
         raise UnknownNameError("model", name, MODELS)
-    constructor = MODELS[name]
-    accepted = inspect.signature(constructor).parameters
-    unknown = [k for k in kwargs if k not in accepted]
+    accepted = inspect.signature(MODELS[name]).parameters
+    unknown = [k for k in options if k not in accepted]
     if unknown:
         raise ReidbenchError(f"model {name}: unknown option(s) {', '.join(unknown)}; "
                              f"expected some of: {', '.join(accepted)}")
-    return constructor(**kwargs)
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; an unknown name or keyword is a user error naming the choices."""
+    check_model(name, kwargs)
+    return MODELS[name](**kwargs)
