@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -46,6 +47,17 @@ def _progress(total: int | None, description: str):
     return progress, progress.add_task(description, total=total)
 
 
+def check_url(url: str, option: str = "--url") -> str:
+    """An http(s) URL with a host, or a user error naming the option (before anything is created)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as error:
+        raise DownloadError(f"{option} {url!r}: not a valid URL ({error})") from error
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"{option} {url!r}: expected an http:// or https:// URL with a host")
+    return url
+
+
 def http_download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0,
                   show_progress: bool = True) -> Path:
     """Download ``url`` to ``dest``, resuming from ``dest.part`` with HTTP Range requests.
@@ -53,6 +65,7 @@ def http_download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0,
     A dropped connection is retried from where it stopped; a server that ignores Range restarts
     the file. The final rename happens only when the advertised length has been received.
     """
+    check_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     last_error: Exception | None = None

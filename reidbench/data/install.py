@@ -10,6 +10,7 @@ from pathlib import Path
 from reidbench.data.download import (
     DownloadError,
     check_archive,
+    check_url,
     gdrive_download,
     http_download,
     install_tree,
@@ -79,6 +80,8 @@ def fetch_archive(archive: Archive, downloads: Path, url: str | None = None) -> 
 def download_dataset(name: str, root: Path, url: str | None = None,
                      force: bool = False) -> InstallResult:
     spec = get_dataset(name)
+    if url is not None:
+        check_url(url)
     existing = locate(spec, root)
     if existing is not None and not force:
         return InstallResult(spec.name, existing, f"{spec.name} is already at {existing}", False)

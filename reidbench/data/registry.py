@@ -7,6 +7,7 @@ dropped, distractors kept). ``cams=None`` where the figure has not been checked 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from reidbench.errors import UnknownNameError
 
@@ -60,6 +61,16 @@ class DatasetSpec:
     input_size: tuple[int, int] = (256, 128)
     stats_verified: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Where ``layout`` is empty (several official layouts): a folder holding every path of one of these is
+    # the dataset's top folder. `locate` decides by content, never by the folder's name.
+    content_markers: tuple[tuple[str, ...], ...] = ()
+
+    def holds_dataset(self, folder: Path) -> bool:
+        """Whether ``folder`` is this dataset's top folder, judged by what it contains."""
+        if not folder.is_dir():
+            return False
+        layouts = (self.layout,) if self.layout else self.content_markers
+        return any(layout and all((folder / part).exists() for part in layout) for layout in layouts)
 
     @property
     def default_variant(self) -> Variant:
@@ -152,6 +163,8 @@ register(DatasetSpec(
     access="research use; the raw release is requested from the authors",
     notes=("raw cuhk03_release (cuhk-03.mat + split configs) or the pre-extracted CUHK03-NP "
            "layout cuhk03-np/{detected,labeled}/...; camid = camera within the pair (0/1)",),
+    content_markers=(("detected/bounding_box_train",), ("labeled/bounding_box_train",), ("images_detected",),
+                     ("images_labeled",), ("cuhk-03.mat",)),
 ))
 
 register(DatasetSpec(
@@ -245,6 +258,7 @@ register(DatasetSpec(
     access="research use; 238 images, not the 476-image QMUL i-LIDS set",
     protocol="partial",
     stats_verified=False,
+    content_markers=(("query", "gallery"), ("Probe", "Gallery"), ("probe", "gallery")),
 ))
 
 
