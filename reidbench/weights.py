@@ -74,7 +74,7 @@ def verify_weights(name: str) -> dict[str, Any]:
         if not digest.startswith(spec.sha256_prefix):
             report["status"] = f"sha256 prefix mismatch: expected {spec.sha256_prefix}, got {digest[:8]}"
             return report
-    from reidbench.engine.checkpoint import read_torch_file
+    from reidbench.serialization import read_torch_file
 
     try:
         read_torch_file(path, "weights file")  # weights_only=True: a crafted file cannot run code

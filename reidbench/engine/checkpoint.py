@@ -1,16 +1,13 @@
 """Atomic checkpoints that carry everything an exact resume needs (weights, optimiser, schedule,
-RNG states and the epoch), and the one safe way to read a torch file from disk.
+RNG states and the epoch).
 
-Every file is read with ``torch.load(..., weights_only=True)``: its pickle may build tensors, plain
-containers and numbers, never call a function, so a crafted ``last.pt`` cannot run code. Checkpoints
-therefore store the RNG states as tensors and plain numbers. Older files (reidbench checkpoints with a
-numpy RNG state, released checkpoints holding numpy scalars such as a best rank-1) stay readable:
-numpy arrays and scalars of numeric dtypes are allowlisted, nothing else.
+Checkpoints are read like every torch file (:func:`reidbench.serialization.read_torch_file`, weights only),
+so they store the RNG states as tensors and plain numbers; checkpoints written before that (numpy RNG
+state) still restore.
 """
 
 from __future__ import annotations
 
-import pickle
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,52 +19,10 @@ import torch
 
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.atomic import atomic_write
+from reidbench.serialization import read_torch_file
 
 # The keys `reidbench train` writes; a file without them is somebody else's checkpoint.
 CHECKPOINT_KEYS = ("epoch", "recipe_hash", "model", "losses", "optimizer", "scheduler", "scaler", "rng")
-
-
-def _numpy_globals() -> list[Any]:
-    """numpy's array / scalar reconstructors and numeric dtype classes (no object dtype), under their
-    numpy 2 and numpy 1 module names."""
-    try:
-        from numpy._core.multiarray import _reconstruct, scalar
-    except ImportError:  # numpy 1
-        from numpy.core.multiarray import _reconstruct, scalar
-    dtypes = [type(np.dtype(code)) for code in "?bhilqBHILQefdgFDG"]
-    return [np.ndarray, np.dtype, _reconstruct, scalar, *dtypes,
-            (_reconstruct, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar"),
-            (_reconstruct, "numpy._core.multiarray._reconstruct"), (scalar, "numpy._core.multiarray.scalar")]
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # torch's weights-only refusal is a long paragraph; the line naming the refused global says it all
-    named = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line or "Can only build" in line),
-                 None)
-    text = named or (lines[0] if lines else type(error).__name__)
-    return text.removeprefix("WeightsUnpickler error: ")[:200]
-
-
-def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load`` of a file from disk with ``weights_only=True`` (plus numeric numpy arrays and scalars).
-
-    A missing, damaged or code-carrying file is a one-line :class:`ReidbenchError` naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ReidbenchError(f"{path}: {what} not found" if not path.is_dir()
-                             else f"{path}: is a folder, expected a {what} file")
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ReidbenchError(f"{path}: refused to load this {what}: it holds more than tensors and plain data "
-                             f"({_first_line(error)})",
-                             hint="reidbench never unpickles code; re-save the file's tensors with torch.save") \
-            from error
-    except Exception as error:  # noqa: BLE001 - truncated zip, not a torch file, ...
-        raise ReidbenchError(f"{path}: not a readable {what} ({_first_line(error)})") from error
 
 
 # ---- RNG states as tensors and plain numbers -------------------------------------------------------

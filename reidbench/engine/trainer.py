@@ -29,7 +29,6 @@ from reidbench.data.registry import get_dataset
 from reidbench.engine.checkpoint import (
     load_checkpoint,
     preserved_rng,
-    read_torch_file,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -46,6 +45,7 @@ from reidbench.losses import build_losses
 from reidbench.models import create_model
 from reidbench.recipes.loading import recipe_hash, to_dict
 from reidbench.recipes.schema import EvalSection, Recipe
+from reidbench.serialization import read_torch_file
 
 
 def seed_everything(seed: int) -> None:
@@ -157,6 +157,7 @@ class Trainer:
     # ---- setup ----
     def _build(self) -> None:
         r = self.recipe
+        resume_state = self._resume_state() if self.resume else None  # a bad checkpoint stops before any work
         seed_everything(r.train.seed)
         # rank 0 first: it may have to generate a synthetic miniature the others then read
         if not self.dist.is_main:
@@ -208,8 +209,8 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
                                                            find_unused_parameters=r.train.fixbase_epochs > 0)
         self.start_epoch = 0
-        if self.resume:
-            self._restore()
+        if resume_state is not None:
+            self._restore(resume_state)
 
     @torch.no_grad()
     def _check_eval_outputs(self) -> None:
@@ -232,12 +233,15 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state()}
 
-    def _restore(self) -> None:
+    def _resume_state(self) -> dict[str, Any]:
         state = load_checkpoint(self.checkpoint_path)
         if state["recipe_hash"] != self.hash:
             raise ReidbenchError(f"{self.checkpoint_path}: written by recipe hash {state['recipe_hash']}, "
                                  f"this recipe hashes to {self.hash}",
                                  hint="resume with the same recipe, scale and --set overrides")
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(state["model"])
             self.losses.load_state_dict(state["losses"])

@@ -31,11 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from reidbench.errors import ReidbenchError
 from reidbench.evaluation.atomic import atomic_write
 from reidbench.evaluation.distance import aligned_local_distance, compute_distance
 from reidbench.evaluation.metrics import EvaluationResult, evaluate
 from reidbench.evaluation.rerank import rerank as rerank_distances
 from reidbench.evaluation.rerank import rerank_features
+from reidbench.serialization import read_torch_file
 
 REQUIRED_KEYS = (
     "query_features",
@@ -150,10 +152,12 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         raise ValueError(f"{file}: features file not found")
     try:
         if file.suffix == ".pt":
-            raw = torch.load(file, map_location="cpu", weights_only=True)
+            raw = read_torch_file(file, "features file")  # weights only: a crafted file cannot run code
         else:
             with np.load(file, allow_pickle=False) as archive:
                 raw = {key: archive[key] for key in archive.files}
+    except ReidbenchError as error:
+        raise ValueError(error.message) from error
     except Exception as error:  # noqa: BLE001 - any decoding failure is the file's fault
         raise ValueError(f"{file}: not a readable {file.suffix} features file ({error})") from error
     if not isinstance(raw, dict):

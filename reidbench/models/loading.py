@@ -16,7 +16,7 @@ def load_by_name(model: nn.Module, path: str | Path, weights_name: str) -> dict[
     path = Path(path)
     if not path.is_file():
         raise ReidbenchError(f"{path}: checkpoint not found", hint=f"run `reidbench weights download {weights_name}`")
-    from reidbench.engine.checkpoint import read_torch_file
+    from reidbench.serialization import read_torch_file
 
     raw = read_torch_file(path, "checkpoint")  # weights_only=True: a crafted file cannot run code
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
