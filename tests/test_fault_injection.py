@@ -431,6 +431,11 @@ def test_a_scale_does_not_hide_a_bad_value_in_the_file(env, run_cli, text, culpr
     assert not (env / "runs").exists()
 
 
+def test_the_smoke_substitution_is_a_recorded_choice_of_the_recipe(trained):
+    record = json.loads((trained / "run" / "run.json").read_text())
+    assert record["model"] == "small_cnn" and record["scale_overrides"] == {"model": {"name": "small_cnn"}}
+
+
 @pytest.mark.parametrize("name", sorted(["market1501", "dukemtmcreid", "cuhk03", "msmt17", "veri776",
                                          "occluded_duke", "p_dukemtmc", "partial_reid", "partial_ilids"]))
 def test_a_data_root_named_after_its_dataset(env, run_cli, name):
@@ -546,3 +551,38 @@ def test_resume_after_a_kill_gives_identical_final_metrics(uninterrupted, point,
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
               if "eval" not in json.loads(line)]
     assert epochs == [1, 2, 3]  # the epoch redone after a mid-epoch kill is logged once
+
+
+# The issue's reproduction with a real kill -9: the process SIGKILLs itself right after the evaluation of
+# epoch 2 is logged (a deterministic point; polling from outside would race the run).
+_KILL_AFTER_SECOND_EVALUATION = """
+import os, signal, sys
+from reidbench.engine.trainer import Trainer
+from reidbench.cli.app import main
+log = Trainer._log
+def log_then_die(self, record):
+    log(self, record)
+    if record.get("epoch") == 2 and "eval" in record:
+        os.kill(os.getpid(), signal.SIGKILL)
+Trainer._log = log_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_after_an_evaluation_then_resume_is_exact(env):
+    import signal
+
+    args = ["train", BOT, "--scale", "smoke", "--device", "cpu", "--set", "train.epochs=3", "--set",
+            "train.seed=0", "--set", "data.workers=2"]
+    cwd = Path(__file__).parents[1]
+    subprocess.run([sys.executable, "-m", "reidbench", *args, "--run-dir", str(env / "full")], check=True,
+                   capture_output=True, cwd=cwd)
+    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER_SECOND_EVALUATION, *args, "--run-dir",
+                             str(env / "killed")], capture_output=True, text=True, cwd=cwd)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = subprocess.run([sys.executable, "-m", "reidbench", *args, "--resume", str(env / "killed")],
+                             capture_output=True, text=True, cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _final(env / "full")[0] == _final(env / "killed")[0]
+    assert torch.equal(_final(env / "full")[1], _final(env / "killed")[1])

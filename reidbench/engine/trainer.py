@@ -124,6 +124,8 @@ class RunRecord:
     seconds: float = 0.0
     environment: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, Any] = field(default_factory=dict)
+    # the recipe's own choices for this scale (its scales.<scale> section, e.g. BoT's small_cnn at smoke)
+    scale_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -412,6 +414,7 @@ class Trainer:
                            "rerank": asdict(r.eval.rerank) if r.eval.rerank else None,
                            "flip": r.eval.flip, "protocol": self.test_split.protocol},
             environment=collect_environment(str(self.data_root)), reported=asdict(r.reported),
+            scale_overrides=dict(r.scales.get(r.scale) or {}),
         )
         if self.dist.is_main:
             (self.run_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(r), sort_keys=False))
