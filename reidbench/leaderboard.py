@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import io
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -87,8 +88,21 @@ def status_of(reported: float | None, reproduced: float | None, tolerance: float
 
 # ---- the CSV -----------------------------------------------------------------------------------
 
+def check_writable(path: Path) -> Path:
+    """Refuse a leaderboard CSV whose folder cannot be written (before any training, and before locking),
+    naming the folder and the setting that chose it."""
+    resolved = paths.resolve_leaderboards_dir()
+    chosen_by = resolved.chosen_by("--csv") if Path(path).parent == resolved.path else "--csv"
+    paths.check_folder(Path(path).parent, chosen_by, "leaderboard folder")
+    if Path(path).exists() and not os.access(path, os.W_OK):
+        raise ReidbenchError(f"{path}: the leaderboard file is read-only, chosen by {chosen_by}",
+                             hint="make it writable or write another with --csv")
+    return Path(path)
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

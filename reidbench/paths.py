@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from reidbench.errors import ReidbenchError
+
 DATA_ENV = "REIDBENCH_DATA"
 RUNS_ENV = "REIDBENCH_RUNS"
 LEADERBOARDS_ENV = "REIDBENCH_LEADERBOARDS"
@@ -24,6 +26,45 @@ class ResolvedPath:
 
     path: Path
     source: str
+
+    def chosen_by(self, option: str) -> str:
+        """The setting that chose the path, as a user would write it: the option, ``$VARIABLE`` or the default."""
+        if self.source == "cli":
+            return option
+        if self.source.startswith("env:"):
+            return f"${self.source.removeprefix('env:')}"
+        return f"the default ({option} or ${_VARIABLES.get(option, '...')} change it)"
+
+
+_VARIABLES = {"--data-root": DATA_ENV, "--run-dir": RUNS_ENV, "--csv": LEADERBOARDS_ENV}
+
+
+def check_folder(path: str | os.PathLike[str], chosen_by: str, purpose: str) -> Path:
+    """Refuse, before any work, a folder reidbench will write into that is a file or cannot be written.
+
+    Creates nothing: the nearest existing ancestor of ``path`` decides. The error names the path, the
+    option or variable that chose it (``chosen_by``) and what is needed.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == path else f"cannot be created ({probe} is a file)"
+        raise ReidbenchError(f"{path}: the {purpose} {where}, chosen by {chosen_by}",
+                             hint=f"point {chosen_by} at a folder you can write to")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "is read-only" if probe == path else f"cannot be created ({probe} is read-only)"
+        raise ReidbenchError(f"{path}: the {purpose} {where}, chosen by {chosen_by}",
+                             hint=f"point {chosen_by} at a folder you can write to")
+    return path
+
+
+def _not_a_file(resolved: ResolvedPath, option: str, purpose: str) -> Path:
+    if resolved.path.exists() and not resolved.path.is_dir():
+        raise ReidbenchError(f"{resolved.path}: the {purpose} is a file, not a folder, chosen by "
+                             f"{resolved.chosen_by(option)}", hint=f"point {resolved.chosen_by(option)} at a folder")
+    return resolved.path
 
 
 def _expand(value: str | os.PathLike[str]) -> Path:
@@ -64,17 +105,32 @@ def cache_dir() -> Path:
 
 
 def data_root(cli_value: str | os.PathLike[str] | None = None) -> Path:
-    return resolve_data_root(cli_value).path
+    """The data root; a file there is a user error naming ``--data-root`` or ``$REIDBENCH_DATA``."""
+    return _not_a_file(resolve_data_root(cli_value), "--data-root", "data root")
+
+
+def data_root_chosen_by(path: str | os.PathLike[str]) -> str:
+    """What chose a data root handed down as a plain path: ``$REIDBENCH_DATA``, the default, else ``--data-root``."""
+    resolved = resolve_data_root()
+    return resolved.chosen_by("--data-root") if _expand(path) == resolved.path else "--data-root"
 
 
 def runs_dir() -> Path:
-    return resolve_runs_dir().path
+    """The runs folder; a file there is a user error naming ``$REIDBENCH_RUNS``."""
+    return _not_a_file(resolve_runs_dir(), "--run-dir", "runs folder")
 
 
 def weights_dir() -> Path:
     return resolve_weights_dir().path
 
 
+def resolve_leaderboards_dir() -> ResolvedPath:
+    env = os.environ.get(LEADERBOARDS_ENV)
+    if env:
+        return ResolvedPath(_expand(env), f"env:{LEADERBOARDS_ENV}")
+    return ResolvedPath(_expand("leaderboards"), "default")
+
+
 def leaderboards_dir() -> Path:
     """Leaderboard CSVs: ``$REIDBENCH_LEADERBOARDS``, else ``./leaderboards``."""
-    return _expand(os.environ.get(LEADERBOARDS_ENV) or "leaderboards")
+    return resolve_leaderboards_dir().path

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.data.checksums import file_digest
-from reidbench.data.download import DownloadError, check_archive, gdrive_download, http_download
+from reidbench.data.download import DownloadError, check_archive, check_url, gdrive_download, http_download
 from reidbench.errors import ReidbenchError
 from reidbench.models.pretrained import WEIGHTS, get_weights, read_state_dict
 
@@ -55,6 +55,8 @@ def list_weights() -> list[dict[str, Any]]:
 
 def download_weights(name: str, url: str | None = None) -> Path:
     spec = get_weights(name)
+    if url is not None:
+        check_url(url)
     dest = weights_path(name)
     if dest.is_file() and verify_weights(name)["ok"]:
         return dest

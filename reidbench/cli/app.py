@@ -91,9 +91,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=args, prog_name="reidbench", standalone_mode=True)
     except ReidbenchError as error:
-        if verbose:
-            import traceback
+        _exit_with(error, verbose)
+    except OSError as error:
+        # the file system refused a path the user chose (permissions, a full or read-only disk, a file where a
+        # folder belongs) somewhere no check anticipated: one line naming the path; anything else is a bug
+        if error.filename is None or error.errno is None:
+            raise
+        _exit_with(ReidbenchError(f"{error.filename}: {error.strerror or error}",
+                                  hint=None if verbose else "--verbose shows where"), verbose)
 
-            traceback.print_exc()
-        report_error(error)
-        sys.exit(USER_ERROR_EXIT_CODE)
+
+def _exit_with(error: ReidbenchError, verbose: bool) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    report_error(error)
+    sys.exit(USER_ERROR_EXIT_CODE)

@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reidbench import paths
 from reidbench.cli.app import app, data_root_of
+from reidbench.errors import ReidbenchError
 
 
 @app.command("train")
@@ -53,6 +55,9 @@ def evaluate_checkpoint_command(
     from reidbench.engine.trainer import evaluate_checkpoint
     from reidbench.recipes import load_recipe
 
+    if out.suffix not in (".pt", ".npz"):
+        raise ReidbenchError(f"--out {out}: expected a features file ending in .pt or .npz")
+    paths.check_folder(out.absolute().parent, "--out", "features file's folder")
     loaded = load_recipe(recipe, scale=scale, overrides=overrides)
     result, path = evaluate_checkpoint(loaded, checkpoint, out, device=device, data_root=data_root_of(ctx))
     table = Table(title=f"{path} ({result.protocol} protocol)")

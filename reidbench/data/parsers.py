@@ -41,17 +41,22 @@ class Subset:
 
 
 def locate(spec: DatasetSpec, root: Path) -> Path | None:
-    """The dataset's top folder under a data root, or the root itself when it is that folder."""
+    """The dataset's top folder under a data root, or the root itself when it is that folder.
+
+    Decided by what the folders contain (the dataset's layout), never by a folder's name: a data root
+    named after its dataset (torchreid's ``reid-data/market1501/Market-1501-v15.09.15``) is a data root.
+    When no folder holds the layout, an incomplete top folder (official name under the root, else the
+    root itself when named like one) is returned, so that `verify` reports what is missing.
+    """
     root = Path(root)
-    if root.name in spec.top_folders and root.is_dir():
-        return root
-    for name in spec.top_folders:
-        candidate = root / name
-        if candidate.is_dir():
+    children = [root / name for name in spec.top_folders]
+    for candidate in (root, *children):
+        if spec.holds_dataset(candidate):
             return candidate
-    if spec.layout and all((root / part).exists() for part in spec.layout):
-        return root
-    return None
+    incomplete = next((c for c in children if c.is_dir()), None)
+    if incomplete is None and root.name in spec.top_folders and root.is_dir():
+        incomplete = root
+    return incomplete
 
 
 def require(spec: DatasetSpec, root: Path) -> Path:

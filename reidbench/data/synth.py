@@ -112,8 +112,6 @@ def plan_reid(ids: int, per_id: int, num_cams: int, rng: np.random.Generator,
     """Train on the first half of the ids, test on the rest: for every test id, one query per
     camera for ``queries_per_id`` cameras, the other images in the gallery (always including a
     camera the query was not taken in)."""
-    if ids < 2 or per_id < 2:
-        raise ReidbenchError(f"--ids/--images-per-id: expected at least 2 each, got {ids} and {per_id}")
     num_train = (ids + 1) // 2
     shots: list[Shot] = []
     for pid in range(first_pid, first_pid + ids):
@@ -281,8 +279,6 @@ def _encode(image: np.ndarray, path: str) -> bytes:
 def _plan_cuhk03(ids: int, per_id: int) -> list[Shot]:
     """Each person alternates between the pair's two cameras; a test person's first view is the
     query, the rest (always including the other camera) the gallery."""
-    if ids < 2 or per_id < 3:
-        raise ReidbenchError(f"--ids/--images-per-id: expected at least 2 and 3, got {ids} and {per_id}")
     num_train = (ids + 1) // 2
     shots = []
     for pid in range(1, ids + 1):
@@ -372,19 +368,34 @@ def _cuhk03_files(world: _World, shots: list[Shot], release: bool, top: Path, wr
     return written
 
 
+def check_size(name: str, ids: int, per_id: int, keys: tuple[str, str] = ("--ids", "--images-per-id"),
+               cuhk03_layout: str = "np") -> None:
+    """Refuse a miniature too small to have train, query and gallery images (or too large for CUHK03's
+    release format); the error names the setting as the user wrote it (``keys``: the options of
+    `data synth`, or the recipe keys ``data.synthetic_ids`` / ``data.synthetic_images_per_id``)."""
+    spec = get_dataset(name)
+    min_per_id = 3 if spec.name == "cuhk03" else 2  # CUHK03: a query view and gallery views of the other camera
+    if ids < 2:
+        raise ReidbenchError(f"{keys[0]}: expected at least 2 identities (half train, half test), got {ids}")
+    if per_id < min_per_id:
+        raise ReidbenchError(f"{keys[1]}: expected at least {min_per_id} images per identity for "
+                             f"{spec.name}, got {per_id}")
+    if spec.name == "cuhk03" and cuhk03_layout == "release" and per_id > 10:
+        raise ReidbenchError(f"{keys[1]}: the CUHK03 release holds at most 10 images per person, got {per_id}")
+
+
 def synthesize(name: str, out: Path, ids: int = DEFAULT_IDS, images_per_id: int = DEFAULT_IMAGES_PER_ID,
                seed: int = 0, cuhk03_layout: str = "np") -> SynthResult:
     """Write a miniature of dataset ``name`` under the data root ``out``."""
     spec = get_dataset(name)
+    if cuhk03_layout not in ("np", "release"):
+        raise ReidbenchError(f"--cuhk03-layout: expected np or release, got {cuhk03_layout!r}")
+    check_size(spec.name, ids, images_per_id, cuhk03_layout=cuhk03_layout)
     start = time.perf_counter()
     world = _World(seed, vehicles=spec.kind == "vehicle")
     rng = world.rng(_PLAN)
     files: dict[str, str] = {}  # relative path -> sha256, hashed from the bytes as written
     if spec.name == "cuhk03":
-        if cuhk03_layout not in ("np", "release"):
-            raise ReidbenchError(f"--cuhk03-layout: expected np or release, got {cuhk03_layout!r}")
-        if cuhk03_layout == "release" and images_per_id > 10:
-            raise ReidbenchError("--images-per-id: the CUHK03 release holds at most 10 per person")
         top_name = "cuhk03-np" if cuhk03_layout == "np" else "cuhk03_release"
         top = _fresh(out, top_name)
         shots = _plan_cuhk03(ids, images_per_id)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reidbench import paths
 from reidbench.data.loader import train_loader
 from reidbench.data.parsers import Subset, parse_dataset
 from reidbench.data.records import Split
@@ -61,10 +62,13 @@ def load_split(recipe: Recipe, which: str, data_root: Path) -> Split:
     spec = get_dataset(name)
     root = data_root
     if recipe.data.synthetic:
+        from reidbench.data.parsers import locate
         from reidbench.data.synth import ensure_synthetic
 
         root = data_root / "synthetic" / f"{spec.name}-i{recipe.data.synthetic_ids}" \
                                          f"-k{recipe.data.synthetic_images_per_id}"
+        if locate(spec, root) is None:  # to be generated: the data root must take it
+            paths.check_folder(root, paths.data_root_chosen_by(data_root), "data root")
         ensure_synthetic(spec.name, root, ids=recipe.data.synthetic_ids,
                          images_per_id=recipe.data.synthetic_images_per_id, seed=0)
     subset = recipe.data.subset

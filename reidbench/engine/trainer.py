@@ -31,17 +31,26 @@ from reidbench.engine.build import (
     resolve_device,
     seed_everything,
 )
-from reidbench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from reidbench.engine.checkpoint import (
+    load_checkpoint,
+    preserved_rng,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    state_dict_of,
+)
 from reidbench.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from reidbench.engine.features import evaluate_features, extract_feature_set
 from reidbench.envinfo import collect_environment
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
+from reidbench.evaluation.atomic import atomic_write
 from reidbench.evaluation.features import FeatureSet, save_features
 from reidbench.models import create_model
 from reidbench.models.contract import num_classes_of
 from reidbench.recipes.loading import recipe_hash, to_dict
 from reidbench.recipes.schema import Recipe
+from reidbench.serialization import read_torch_file
 
 # re-exported for callers of the old locations
 __all__ = ["RunRecord", "Trainer", "evaluate_checkpoint", "evaluate_features", "load_split", "resolve_device",
@@ -74,6 +83,8 @@ class RunRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, Any] = field(default_factory=dict)
     pretrained_report: dict[str, Any] | None = None
+    # the recipe's own choices for this scale (its scales.<scale> section, e.g. BoT's small_cnn at smoke)
+    scale_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -95,13 +106,20 @@ class Trainer:
             self.device = f"cuda:{self.dist.local_rank}"
         self.data_root = data_root or paths.data_root()
         self.hash = recipe_hash(recipe)
+        runs = paths.resolve_runs_dir()
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = paths.runs_dir() / f"{stamp}-{recipe.name}-{recipe.scale}-s{recipe.train.seed}-{self.hash[:8]}"
         self.run_dir = Path(run_dir)
+        # what chose the folder, for errors: the runs root (reproduce, regress and default names live under it)
+        under_runs = runs.path in self.run_dir.absolute().parents
+        self.run_dir_chosen_by = runs.chosen_by("--run-dir") if under_runs else ("--resume" if resume else "--run-dir")
         self.quiet = quiet or not self.dist.is_main
         self.resume = resume
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        if self.dist.is_main:
+            paths.check_folder(self.run_dir, self.run_dir_chosen_by, "run folder")
+        resume_state = self._resume_state() if resume else None  # a bad checkpoint stops before any work
 
         seed_everything(r.train.seed)
         # rank 0 first: it may have to generate a synthetic miniature the others then read
@@ -115,6 +133,11 @@ class Trainer:
         self.model, self.pretrained_note, self.pretrained_report = built.model, built.pretrained_note, \
             built.pretrained_report
         self.model.to(self.device)
+        for key in ("feature", "local_feature"):  # checked against the contract before the first epoch
+            name = getattr(r.eval, key)
+            if name is not None and name not in self.model.eval_outputs:
+                raise ReidbenchError(f"eval.{key}: model {r.model.name} has no eval output {name!r}; "
+                                     f"expected one of: {', '.join(self.model.eval_outputs)}")
         self.losses = build_losses(r.loss, self.train_split.num_train_pids).to(self.device)
         self.loader, self.sampler = build_train_loader(r, self.train_split, self.dist.rank, self.dist.world_size,
                                                        self.device)
@@ -136,8 +159,8 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
                                                            find_unused_parameters=r.train.fixbase_epochs > 0)
         self.start_epoch = 0
-        if self.resume:
-            self._restore()
+        if resume_state is not None:
+            self._restore(resume_state)
 
     def _fixbase_modules(self) -> list[nn.Module]:
         """The modules trained during the fixbase epochs: ``train.open_layers`` by name, else the classifiers."""
@@ -158,21 +181,44 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state()}
 
-    def _restore(self) -> None:
+    def _resume_state(self) -> dict[str, Any]:
         state = load_checkpoint(self.checkpoint_path)
         if state["recipe_hash"] != self.hash:
             raise ReidbenchError(f"{self.checkpoint_path}: written by recipe hash {state['recipe_hash']}, "
                                  f"this recipe hashes to {self.hash}",
                                  hint="resume with the same recipe, scale and --set overrides")
-        self.model.load_state_dict(state["model"])
-        self.losses.load_state_dict(state["losses"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.center_optimizer and state["center_optimizer"]:
-            self.center_optimizer.load_state_dict(state["center_optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.start_epoch = state["epoch"] + 1
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.losses.load_state_dict(state["losses"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.center_optimizer and state.get("center_optimizer"):
+                self.center_optimizer.load_state_dict(state["center_optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.start_epoch = int(state["epoch"]) + 1
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ReidbenchError(f"{self.checkpoint_path}: damaged checkpoint, cannot restore it ({first})") from error
+        self._forget_unsaved_epochs()
+
+    def _forget_unsaved_epochs(self) -> None:
+        """Drop metrics lines of epochs after the checkpoint (a run killed mid-epoch logs them again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.dist.is_main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                epoch = json.loads(line).get("epoch", 0)
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut by the kill
+            if isinstance(epoch, int) and epoch <= self.start_epoch:
+                kept.append(line + "\n")
+        atomic_write(path, lambda handle: handle.write("".join(kept).encode()))
 
     # ---- loop ----
     def _log(self, record: dict[str, Any]) -> None:
@@ -249,6 +295,18 @@ class Trainer:
     def evaluate(self, features: FeatureSet) -> EvaluationResult:
         return evaluate_features(features, self.recipe.eval)
 
+    def _evaluate_epoch(self, epoch: int, save: bool) -> EvaluationResult:
+        """Evaluate after ``epoch`` without touching the training's random state: the test loaders draw
+        their seeds from torch's generator, and the checkpoint just written holds the state before them,
+        so a resumed run and an uninterrupted one (evaluating at any interval) train the same batches."""
+        with preserved_rng():
+            features = self.feature_set()
+            result = self.evaluate(features)
+        self._log({"epoch": epoch, "eval": result.summary(), "num_valid_queries": result.num_valid_queries})
+        if save:
+            save_features(self.run_dir / "features.pt", features)
+        return result
+
     def run(self) -> RunRecord:
         from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
@@ -270,7 +328,7 @@ class Trainer:
                            "rerank": asdict(r.eval.rerank) if r.eval.rerank.enabled else None,
                            "flip": r.eval.flip, "protocol": self.test_split.protocol},
             environment=collect_environment(str(self.data_root)), reported=asdict(r.reported),
-            pretrained_report=self.pretrained_report,
+            pretrained_report=self.pretrained_report, scale_overrides=dict(r.scales.get(r.scale) or {}),
         )
         if self.dist.is_main:
             (self.run_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(r), sort_keys=False))
@@ -288,20 +346,11 @@ class Trainer:
                     save_checkpoint(self.checkpoint_path, self._state(epoch))
                 last = epoch + 1 == r.train.epochs
                 if self.dist.is_main and (last or (epoch + 1) % max(1, r.train.eval_every) == 0):
-                    features = self.feature_set()
-                    result = self.evaluate(features)
-                    self._log({"epoch": epoch + 1, "eval": result.summary(),
-                               "num_valid_queries": result.num_valid_queries})
-                    if last:
-                        save_features(self.run_dir / "features.pt", features)
+                    result = self._evaluate_epoch(epoch + 1, save=last)
                 barrier(self.dist)
         if self.dist.is_main and result is None:
             # killed after the last epoch's checkpoint but before its evaluation: evaluate now
-            features = self.feature_set()
-            result = self.evaluate(features)
-            self._log({"epoch": r.train.epochs, "eval": result.summary(),
-                       "num_valid_queries": result.num_valid_queries})
-            save_features(self.run_dir / "features.pt", features)
+            result = self._evaluate_epoch(r.train.epochs, save=True)
         if self.dist.is_main and result is not None:
             np.save(self.run_dir / "per_query_ap.npy", result.ap)
             record.metrics = result.summary()
@@ -318,19 +367,24 @@ class Trainer:
 def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, out: Path, device: str | None = None,
                         data_root: Path | None = None) -> tuple[EvaluationResult, Path]:
     """Evaluate a checkpoint (ours, or a bare / official state dict) and write the features file."""
+    weights = state_dict_of(read_torch_file(checkpoint, "checkpoint"), checkpoint)  # before any data work
     device = resolve_device(device)
     data_root = data_root or paths.data_root()
     seed_everything(recipe.train.seed)
     train_split = load_split(recipe, "train", data_root)
     test_split = load_split(recipe, "test", data_root)
-    state = load_checkpoint(checkpoint)
-    weights = state.get("model", state.get("state_dict", state))
     options = {k: v for k, v in recipe.model.options.items() if k != "pretrained"}
     model = create_model(recipe.model.name, num_classes=train_split.num_train_pids, **options)
     num_classes = num_classes_of(weights, model)
     if num_classes is not None and num_classes != train_split.num_train_pids:  # trained on another dataset
         model = create_model(recipe.model.name, num_classes=num_classes, **options)
-    missing, _unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, _unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # a shape that does not fit
+        detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line),
+                      str(error).splitlines()[0])
+        raise ReidbenchError(f"{checkpoint}: its weights do not fit model {recipe.model.name} ({detail[:200]})",
+                             hint="test with the recipe the checkpoint was trained with") from error
     if missing:
         raise ReidbenchError(f"{checkpoint}: {len(missing)} weights of {recipe.model.name} are missing, "
                              f"first: {', '.join(missing[:3])}")

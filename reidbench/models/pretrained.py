@@ -91,11 +91,9 @@ def get_weights(name: str) -> PretrainedCfg:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors, read without running code: a state dict, or a dict holding one under
     ``state_dict`` / ``model`` (official checkpoints of MSINet, torchreid, IBN-Net)."""
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable or unsafe file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ReidbenchError(f"{path}: not a readable weights file ({first[:160]})") from error
+    from reidbench.serialization import read_torch_file
+
+    raw = read_torch_file(path, "weights file")  # weights_only=True: a crafted file cannot run code
     if isinstance(raw, dict):
         for key in ("state_dict", "model"):
             if isinstance(raw.get(key), dict):

@@ -33,17 +33,22 @@ def model_options(name: str) -> list[str]:
     return list(inspect.signature(MODELS[name]).parameters)
 
 
+def check_model(name: str, options: dict[str, Any]) -> None:
+    """An unknown model name or option is a user error naming the recipe key and the choices (nothing is built)."""
+    accepted = model_options(name)
+    unknown = [k for k in options if k not in accepted and k != "pretrained"]
+    if unknown:
+        raise ReidbenchError(f"model.{unknown[0]}: model {name} has no such option; "
+                             f"expected some of: {', '.join(a for a in accepted if a != 'pretrained')}")
+
+
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> ReIDModel:
     """Build a registered model; unknown names, keywords and bad option values are user errors.
 
     ``pretrained=True`` loads the model's ``pretrained_cfg`` file (``PretrainedWeightsMissing`` when it is
     not in the cache; the caller decides whether a run may go on without it).
     """
-    accepted = model_options(name)
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        raise ReidbenchError(f"model.{unknown[0]}: model {name} has no such option; "
-                             f"expected some of: {', '.join(a for a in accepted if a != 'pretrained')}")
+    check_model(name, kwargs)
     try:
         model = MODELS[name](**kwargs)
     except (ValueError, TypeError) as error:

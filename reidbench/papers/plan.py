@@ -63,9 +63,10 @@ def _record_status(record: Path) -> str | None:
     import json
 
     try:
-        return json.loads(record.read_text()).get("status")
+        data = json.loads(record.read_text())
     except ValueError:
         return None  # a damaged run record: the run does not count as finished
+    return data.get("status") if isinstance(data, dict) else None
 
 
 def run_state(run_dir: Path) -> str:

@@ -116,7 +116,10 @@ def _reevaluate(run_dir: Path, settings: Any) -> Any:
     from reidbench.engine.features import evaluate_features
     from reidbench.evaluation.features import load_features
 
-    return evaluate_features(load_features(run_dir / "features.pt"), settings)
+    try:
+        return evaluate_features(load_features(run_dir / "features.pt"), settings)
+    except ValueError as error:  # a damaged or foreign features file in the run folder
+        raise ReidbenchError(str(error), hint=f"remove {run_dir} to train the cell again") from error
 
 
 def _per_query(run_dir: Path, recipe: Any, record: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -288,6 +291,7 @@ def run_reproduction(result: Reproduction, *, data_root: Path, jobs: int = 1, de
 
     if jobs < 1:
         raise ReidbenchError(f"--jobs: expected a positive integer, got {jobs}")
+    leaderboard.check_writable(result.csv)  # before hours of training, not after
     devices = devices or default_devices(device, jobs)
     for name in devices:
         resolve_device(name)
