@@ -77,11 +77,15 @@ def device_summary() -> str:
 
 
 def git_commit() -> str:
-    """The reidbench checkout's commit (``-dirty`` with uncommitted changes), or ``unknown``."""
+    """The reidbench checkout's commit (``-dirty`` with uncommitted changes), or ``unknown`` with the
+    installed version when reidbench does not run from a checkout (an installed wheel: asking git there
+    would name whatever repository happens to hold the environment)."""
     import subprocess
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        return f"unknown (installed reidbench {__version__})"
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()

@@ -162,7 +162,7 @@ def render_markdown(paper: Paper, frame: pd.DataFrame) -> str:
     views = _views(frame, paper)
     csv_name = leaderboard.leaderboard_path(paper.key, Path(".")).name
     lines = [f"# {paper.title}", ""]
-    about = f"Paper key `{paper.key}` ({paper.citation})."
+    about = f"Paper key `{paper.key}`: {paper.citation}." + (f" Source: {paper.source}." if paper.source else "")
     if paper.docs:
         about += f" How reidbench reproduces it, and what differs from the paper: [{paper.docs}](../{paper.docs})."
     lines += [about, "",
