@@ -89,7 +89,8 @@ def reproduce_command(
     devices: str = typer.Option(None, "--devices", help="Comma-separated devices for --jobs (cuda:0,cuda:1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (when --devices is not given)."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value applied to every cell's recipe."),
-    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv)."),
+    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv at full "
+                                                 "scale, leaderboards/<paper>.<scale>.csv at small and smoke)."),
 ) -> None:
     """Reproduce a paper's tables: plan the cells, train what is missing, write the leaderboard."""
     from reidbench.leaderboard import read_leaderboard, to_rich
