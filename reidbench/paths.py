@@ -5,6 +5,9 @@
 - runs: ``$REIDBENCH_RUNS``, else ``./runs`` (relative to the working directory).
 - weights: torch hub's checkpoint cache (``torch.hub.get_dir()/checkpoints``, which honours
   ``$TORCH_HOME``), so weights downloaded by torchvision are shared with reidbench.
+- users' recipe folders: ``--recipes-dir`` on the command line (repeatable), then the folders listed in
+  ``$REIDBENCH_RECIPES`` (separated by ``os.pathsep``); both are searched before the recipes shipped
+  with reidbench (see ``reidbench.recipes.loading.recipe_dirs``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from reidbench.errors import ReidbenchError
 DATA_ENV = "REIDBENCH_DATA"
 RUNS_ENV = "REIDBENCH_RUNS"
 LEADERBOARDS_ENV = "REIDBENCH_LEADERBOARDS"
+RECIPES_ENV = "REIDBENCH_RECIPES"
 
 
 @dataclass(frozen=True)
@@ -134,3 +138,15 @@ def resolve_leaderboards_dir() -> ResolvedPath:
 def leaderboards_dir() -> Path:
     """Leaderboard CSVs: ``$REIDBENCH_LEADERBOARDS``, else ``./leaderboards``."""
     return resolve_leaderboards_dir().path
+
+
+def user_recipe_dirs() -> list[Path]:
+    """Users' recipe folders from ``$REIDBENCH_RECIPES`` (``os.pathsep``-separated), in search order."""
+    return [_expand(part) for part in os.environ.get(RECIPES_ENV, "").split(os.pathsep) if part]
+
+
+def add_user_recipe_dirs(folders: list[Path]) -> None:
+    """Put ``--recipes-dir`` folders first in ``$REIDBENCH_RECIPES``: this process and the training
+    subprocesses it starts (``reproduce --jobs``) search them before everything else."""
+    parts = [str(_expand(folder)) for folder in folders] + [str(p) for p in user_recipe_dirs()]
+    os.environ[RECIPES_ENV] = os.pathsep.join(dict.fromkeys(parts))

@@ -24,7 +24,7 @@ def _params_m(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-# METHODS.md §3.3: all parameters (classifier, local branch and BaND BN included), torchvision ResNets.
+# docs/papers/aap-reid.md: all parameters (classifier, local branch and BaND BN included), torchvision ResNets.
 @pytest.mark.parametrize(("name", "options", "classes", "expected"), [
     ("alignedreid_pp", {}, 751, 25.3132), ("alignedreid_pp", {}, 702, 25.2128), ("alignedreid_pp", {}, 767, 25.3460),
     ("aap_reid", {"attention_layers": [1, 2, 3, 4]}, 751, 27.8502),
@@ -214,7 +214,7 @@ def test_cli_evaluate_local(tmp_path, run_cli):
 
 
 def test_gmacs_match_the_reproduced_figures(tmp_path, monkeypatch):
-    """METHODS.md §3.3 (fvcore, 256x128): AlignedReID++ 2.684 GMac, AaP-ReID 4.072 (last stride 1)."""
+    """docs/papers/aap-reid.md (fvcore, 256x128): AlignedReID++ 2.684 GMac, AaP-ReID 4.072 (last stride 1)."""
     from reidbench.profile import profile_config
 
     for name, expected in (("alignedreid_pp", 2.684), ("aap_reid", 4.072)):

@@ -1,4 +1,4 @@
-"""MSINet, MSINet-SAM and MASENet: sizes against METHODS.md, shapes, training, checkpoint loading."""
+"""MSINet, MSINet-SAM and MASENet: sizes against docs/papers/masenet.md, shapes, training, checkpoint loading."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from reidbench.recipes import load_recipe
     ("msinet", {}, 2.328),
     ("msinet_sam", {}, 2.394),
     ("masenet", {}, 2.447),
-    ("masenet", {"se_reduction": 8}, 2.566),       # METHODS.md §2: r=8 -> 2.566M
+    ("masenet", {"se_reduction": 8}, 2.566),       # docs/papers/masenet.md: r=8 -> 2.566M
     ("masenet", {"se_position": "branch"}, 2.343),  # SE per branch on mid channels -> 2.343M
 ])
 def test_parameter_counts_without_classifiers(name, options, expected):

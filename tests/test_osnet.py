@@ -19,7 +19,7 @@ OSNET = "osnet/osnet_x1_0_market1501"
 def test_osnet_parameters_flops_and_outputs():
     model = create_model("osnet_x1_0", num_classes=751)
     total, deploy, backbone = parameter_counts(model)
-    assert deploy / 1e6 == pytest.approx(2.170, abs=0.005)  # METHODS.md 6.2 (paper: 2.2M)
+    assert deploy / 1e6 == pytest.approx(2.170, abs=0.005)  # docs/papers/baselines.md (paper: 2.2M)
     assert total - deploy == 512 * 751 + 751 and backbone < deploy  # classifier; fc neck outside the backbone
     assert profile_config("osnet_x1_0", {}, (256, 128), use_cache=False).gmacs == pytest.approx(0.997, rel=0.02)
     out = model(torch.randn(4, 3, 128, 64))

@@ -48,11 +48,20 @@ def root(
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Data root (default: $REIDBENCH_DATA, else the user cache)."
     ),
+    recipes_dirs: list[Path] = typer.Option(
+        [], "--recipes-dir", metavar="DIR",
+        help="A folder of your own recipes and papers, searched before $REIDBENCH_RECIPES and the shipped "
+             "recipes (repeatable).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
+    for folder in recipes_dirs:
+        if not folder.is_dir():
+            raise ReidbenchError(f"--recipes-dir {folder}: not a folder", hint="give a folder of recipe YAML files")
+    paths.add_user_recipe_dirs(recipes_dirs)
     ctx.obj = Settings(data_root=data_root, verbose=verbose)
 
 

@@ -85,7 +85,8 @@ def reproduce_command(
     devices: str = typer.Option(None, "--devices", help="Comma-separated devices for --jobs (cuda:0,cuda:1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (when --devices is not given)."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value applied to every cell's recipe."),
-    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv)."),
+    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv at full "
+                                                 "scale, leaderboards/<paper>.<scale>.csv at small and smoke)."),
 ) -> None:
     """Reproduce a paper's tables: plan the cells, train what is missing, write the leaderboard."""
     from reidbench.leaderboard import read_leaderboard, to_rich
@@ -156,25 +157,40 @@ def ablate_command(
 
 @app.command("leaderboard")
 def leaderboard_command(
-    paper: str = typer.Argument(..., help=f"Paper key: {', '.join(list_papers())}."),
+    paper: str = typer.Argument(..., help=f"Paper key: {', '.join(list_papers())} (with --write, 'all' "
+                                          "regenerates every paper's files)."),
     output_format: str = typer.Option("table", "--format", help="table, markdown or csv."),
     plot: Path = typer.Option(None, "--plot", help="Also write a reported-vs-reproduced chart (PNG)."),
-    scale: str = typer.Option(None, "--scale", help="Only rows of this scale."),
-    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv)."),
+    scale: str = typer.Option("full", "--scale", help="Which leaderboard: full (leaderboards/<paper>.csv), "
+                                                      "small or smoke (leaderboards/<paper>.<scale>.csv)."),
+    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: chosen by --scale)."),
+    write: bool = typer.Option(False, "--write", help="Regenerate leaderboards/<paper>.csv and .md: every cell "
+                                                      "of the paper, full-scale measurements kept, the rest "
+                                                      "'not run' with the reason."),
 ) -> None:
     """Show a paper's leaderboard: reported beside reproduced, with intervals, deltas and status."""
     from reidbench import leaderboard
-    from reidbench.papers.loading import load_paper
+    from reidbench.papers.loading import list_papers, load_paper
+    from reidbench.papers.publish import write_published
+    from reidbench.recipes.loading import SCALES
 
+    if write:
+        keys = list_papers() if paper == "all" else [paper]
+        for key in keys:
+            write_published(load_paper(key), say=lambda line: typer.echo(line))
+        return
     spec = load_paper(paper)
     if output_format not in ("table", "markdown", "csv"):
         raise ReidbenchError(f"--format: expected table, markdown or csv, got {output_format!r}")
-    path = csv or leaderboard.leaderboard_path(spec.key)
+    if scale not in SCALES:
+        raise ReidbenchError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+    path = csv or leaderboard.leaderboard_path(spec.key, scale=scale)
     if not path.is_file():
-        raise ReidbenchError(f"{path}: no leaderboard yet", hint=f"run `reidbench reproduce {spec.key}` first")
+        others = [s for s in SCALES if leaderboard.leaderboard_path(spec.key, scale=s).is_file()]
+        hint = (f"found the {', '.join(others)} leaderboard: add --scale {others[0]}" if others
+                else f"run `reidbench reproduce {spec.key}` first")
+        raise ReidbenchError(f"{path}: no leaderboard yet", hint=hint)
     frame = leaderboard.read_leaderboard(path)
-    if scale:
-        frame = frame[frame["scale"] == scale]
     if output_format == "csv":
         typer.echo(leaderboard.to_csv_text(frame), nl=False)
     elif output_format == "markdown":

@@ -43,14 +43,16 @@ def obtain_instructions(spec: DatasetSpec, root: Path) -> str:
     return "\n".join(lines)
 
 
-def install_command(name: str, root: Path) -> str:
-    """The exact command that installs a dataset: download when a source is public, else prepare."""
+def install_command(name: str, root: Path | None = None) -> str:
+    """The exact command that installs a dataset: download when a source is public, else prepare.
+    Without ``root`` the command installs into the default data root (no ``--root``)."""
     spec = get_dataset(name)
+    where = f" --root {root}" if root is not None else ""
     downloadable = any(s.kind in ("url", "gdrive") for a in spec.archives for s in a.sources)
     if downloadable and spec.name != "occluded_duke":
-        return f"reidbench data download {spec.name} --root {root}"
+        return f"reidbench data download {spec.name}{where}"
     source = "DukeMTMC-reID.zip" if spec.name == "occluded_duke" else spec.archives[0].name
-    return f"reidbench data prepare {spec.name} --from PATH/TO/{source} --root {root}"
+    return f"reidbench data prepare {spec.name} --from PATH/TO/{source}{where}"
 
 
 def fetch_archive(archive: Archive, downloads: Path, url: str | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""AlignedReID++ (Luo et al., 2019) and AaP-ReID (attention in the ResNet bottlenecks), docs/papers/aap-reid.md.
+"""AlignedReID++ (Luo et al., 2019) and AaP-ReID (attention in the ResNet bottlenecks); docs/papers/aap-reid.md.
 
 Both are the same network with switches (every one a recipe key), so that AaP-ReID's cumulative
 ablation (Table 1) and its attention comparison (Table 3) are recipes:

@@ -1,13 +1,15 @@
 """MSINet (Gu et al., CVPR 2023), MSINet-SAM, and MASENet (MSINet + SE + SGE).
 
-Macro layout (METHODS.md §1.1): 7x7 stem + max-pool, three stages of two searched cells with a
+Architecture with shapes, and every choice where papers and code differ: docs/papers/masenet.md.
+
+Macro layout: 7x7 stem + max-pool, three stages of two searched cells with a
 1x1-conv + avg-pool downsampling between stages, channels 64/256/384/512, no last downsampling.
-Head (§1.4): a 512-d global branch on the final map and a 256-d two-stripe local branch on the
+Head: a 512-d global branch on the final map and a 256-d two-stripe local branch on the
 stage-2 output, each with a bias-free FC + BN neck (BN bias frozen) and a classifier; the test
 feature is cat(global, local) = 768-d (pre-BN). Parameter names follow the official code so that
 its checkpoints load by name.
 
-MASENet (§2) adds SE on each cell's fused residual (before the identity add) and SGE on each cell's
+MASENet adds SE on each cell's fused residual (before the identity add) and SGE on each cell's
 output by default; the positions, SE reduction, SGE groups and SGE initialisation are options, as
 are the ablation switches ``se`` and ``sge`` (the four rows of the paper's Fig. 3).
 """
@@ -132,7 +134,7 @@ class PositionEnergy(nn.Module):
 
 
 class AlignModule(nn.Module):
-    """SAM (§1.6): cross-image correlation kernels and within-image position energy.
+    """SAM: cross-image correlation kernels and within-image position energy.
 
     Returns scores [B + 1, B, M]: rows 0..B-1 are max over image g's positions of the
     correlation with each position of image p; row B is each image's position-energy maximum.

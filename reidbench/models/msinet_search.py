@@ -1,5 +1,6 @@
-"""MSINet's search network (docs/papers/masenet.md): every interaction slot is a softmax-weighted mix of
-the four operations, with architecture parameters alpha [12, 4]; the genotype is the argmax.
+"""MSINet's search network (docs/papers/masenet.md, "Architecture search"): every interaction slot is a
+softmax-weighted mix of the four operations, with architecture parameters alpha [12, 4]; the genotype is
+the argmax.
 
 The official search cell sizes its branches from the cell's input channels (in // 4) while the
 final network uses out // 4; ``mid_from="in"`` keeps the official behaviour, ``"out"`` matches the

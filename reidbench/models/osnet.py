@@ -1,4 +1,4 @@
-"""OSNet x1_0 (Zhou et al., ICCV 2019), docs/models.md: a baseline row of MASENet's and MHSA-Net's tables.
+"""OSNet x1_0 (Zhou et al., ICCV 2019; docs/papers/baselines.md): a baseline row of MASENet's and MHSA-Net's tables.
 
 Omni-scale blocks: four streams of 1-4 lite 3x3 convolutions, one shared channel gate (reduction 16)
 aggregating them, a 1x1 linear restore and a residual. Attribute names follow torchreid's

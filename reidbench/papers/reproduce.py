@@ -280,7 +280,7 @@ def plan_reproduction(key: str, *, table: str | None = None, row: str | None = N
     paper = load_paper(key)
     cells = select_cells(paper, table, row, dataset, ablation_only=ablation_only)
     planned = plan_cells(cells, scale, seeds, data_root, runs_root or paths.runs_dir() / "reproduce", overrides)
-    return Reproduction(paper, planned, csv or leaderboard.leaderboard_path(paper.key))
+    return Reproduction(paper, planned, csv or leaderboard.leaderboard_path(paper.key, scale=scale))
 
 
 def run_reproduction(result: Reproduction, *, data_root: Path, jobs: int = 1, devices: list[str] | None = None,

@@ -83,11 +83,12 @@ class Paper:
     key: str  # "masenet"
     title: str
     citation: str
-    source: str
+    source: str  # where the printed values come from (the publication)
     tolerance: float  # percentage points within which a reproduction counts as matching the paper
     datasets: dict[str, DatasetColumn]
     tables: list[Table]
     notes: list[str] = field(default_factory=list)
+    docs: str = ""  # the repository's notes on this paper (docs/papers/<key>.md)
 
     def table(self, table_id: str) -> Table:
         for table in self.tables:

@@ -15,12 +15,22 @@ from typing import Any
 
 import yaml
 
+from reidbench import paths
 from reidbench.errors import ReidbenchError, UnknownNameError, closest
 from reidbench.recipes.schema import LossTerm, ModelSection, Recipe
 
 SCALES = ("full", "small", "smoke")
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def shipped_recipes_dir() -> Path:
+    """The recipes that come with reidbench: the copy inside an installed wheel (setup.py maps the
+    top-level ``recipes/`` folder to ``reidbench/recipes/shipped``), else the checkout's ``recipes/``."""
+    packaged = Path(__file__).resolve().parent / "shipped"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "recipes"
+
+
+RECIPES_DIR = shipped_recipes_dir()
 # What `--scale smoke` means when a recipe does not say: the synthetic miniature, a tiny schedule.
 SMOKE_DEFAULTS: dict[str, Any] = {
     "data": {"synthetic": True, "batch_size": 16, "test_batch_size": 64, "workers": 0,
@@ -58,12 +68,18 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def recipe_dirs() -> list[Path]:
+    """Where recipe names are looked up, in order: users' folders (``--recipes-dir``,
+    ``$REIDBENCH_RECIPES``), then the recipes shipped with reidbench."""
+    return [*paths.user_recipe_dirs(), RECIPES_DIR]
+
+
 def resolve_path(name: str | Path, relative_to: Path | None = None) -> Path:
-    """A recipe file: a path, a path relative to the including file, or a name under recipes/."""
-    candidates = [Path(name)]
-    if relative_to is not None:
-        candidates.append(relative_to / name)
-    candidates += [RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml", Path("recipes") / f"{name}.yaml"]
+    """A recipe file: relative to the including file (``base:``), a path, or a name in ``recipe_dirs()``."""
+    candidates = [relative_to / name] if relative_to is not None else []
+    candidates.append(Path(name))
+    for folder in recipe_dirs():
+        candidates += [folder / name, folder / f"{name}.yaml"]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
