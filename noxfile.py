@@ -30,9 +30,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests and this file."""
+    """ruff over the package, the tests, setup.py and this file."""
     _install(session)
-    session.run("ruff", "check", "reidbench", "tests", "noxfile.py", external=True)
+    session.run("ruff", "check", "reidbench", "tests", "noxfile.py", "setup.py", external=True)
 
 
 @nox.session(venv_backend="none")

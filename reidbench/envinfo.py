@@ -35,6 +35,8 @@ def collect_environment(data_root: str | None = None) -> dict[str, Any]:
                     "capability": f"{props.major}.{props.minor}",
                 }
             )
+    from reidbench.recipes.loading import RECIPES_DIR, recipe_dirs
+
     resolved = {
         "data": paths.resolve_data_root(data_root),
         "runs": paths.resolve_runs_dir(),
@@ -57,6 +59,11 @@ def collect_environment(data_root: str | None = None) -> dict[str, Any]:
         "directories": {
             key: {"path": str(value.path), "source": value.source} for key, value in resolved.items()
         },
+        # searched in this order; users' folders come from --recipes-dir and $REIDBENCH_RECIPES
+        "recipe_dirs": [
+            {"path": str(folder), "source": "shipped" if folder == RECIPES_DIR else f"env:{paths.RECIPES_ENV}"}
+            for folder in recipe_dirs()
+        ],
     }
 
 
@@ -70,11 +77,15 @@ def device_summary() -> str:
 
 
 def git_commit() -> str:
-    """The reidbench checkout's commit (``-dirty`` with uncommitted changes), or ``unknown``."""
+    """The reidbench checkout's commit (``-dirty`` with uncommitted changes), or ``unknown`` with the
+    installed version when reidbench does not run from a checkout (an installed wheel: asking git there
+    would name whatever repository happens to hold the environment)."""
     import subprocess
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        return f"unknown (installed reidbench {__version__})"
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()

@@ -1,8 +1,10 @@
-"""Leaderboards: reproduced numbers beside the reported ones, one CSV per paper.
+"""Leaderboards: reproduced numbers beside the reported ones, one CSV per paper and scale.
 
 A row is one metric of one paper cell at one scale. Every measured row carries how it was obtained:
-seeds and run ids, recipe and hash, git commit, evaluation settings, versions and device. Rows are
-merged into ``leaderboards/<paper>.csv`` under a file lock and written atomically, so concurrent
+seeds and run ids, recipe and hash, git commit, evaluation settings, versions and device. Full-scale
+rows go to ``leaderboards/<paper>.csv`` (the file the repository commits, with its Markdown twin, see
+``reidbench.papers.publish``); smoke and small runs go to ``leaderboards/<paper>.<scale>.csv`` so they
+never mix with reproductions. Rows are merged under a file lock and written atomically, so concurrent
 ``reidbench reproduce`` processes do not lose each other's rows; a "not run" row never replaces a
 measured one.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import io
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -29,15 +32,17 @@ COLUMNS = [
     "paper", "table", "row", "dataset", "metric", "reported", "reproduced", "std", "ci95_low", "ci95_high",
     "ci_method", "delta", "status", "tolerance", "params_M", "deploy_params_M", "gmacs", "input", "scale",
     "synthetic", "seeds", "run_ids", "git_commit", "recipe", "model", "recipe_hash", "distance", "normalize",
-    "rerank_k1", "rerank_k2", "rerank_lambda", "precision", "pretrained", "torch", "cuda", "device", "updated",
+    "rerank_k1", "rerank_k2", "rerank_lambda_value", "precision", "pretrained", "torch", "cuda", "device", "updated",
     "note",
 ]
 KEY = ["paper", "table", "row", "dataset", "metric", "scale"]
 NOT_RUN = "not run"
 
 
-def leaderboard_path(paper: str, directory: Path | None = None) -> Path:
-    return (directory or paths.leaderboards_dir()) / f"{paper}.csv"
+def leaderboard_path(paper: str, directory: Path | None = None, scale: str = "full") -> Path:
+    """``<paper>.csv`` for full-scale rows, ``<paper>.<scale>.csv`` for smoke and small runs."""
+    name = paper if scale == "full" else f"{paper}.{scale}"
+    return (directory or paths.leaderboards_dir()) / f"{name}.csv"
 
 
 # ---- statistics --------------------------------------------------------------------------------
@@ -87,8 +92,21 @@ def status_of(reported: float | None, reproduced: float | None, tolerance: float
 
 # ---- the CSV -----------------------------------------------------------------------------------
 
+def check_writable(path: Path) -> Path:
+    """Refuse a leaderboard CSV whose folder cannot be written (before any training, and before locking),
+    naming the folder and the setting that chose it."""
+    resolved = paths.resolve_leaderboards_dir()
+    chosen_by = resolved.chosen_by("--csv") if Path(path).parent == resolved.path else "--csv"
+    paths.check_folder(Path(path).parent, chosen_by, "leaderboard folder")
+    if Path(path).exists() and not os.access(path, os.W_OK):
+        raise ReidbenchError(f"{path}: the leaderboard file is read-only, chosen by {chosen_by}",
+                             hint="make it writable or write another with --csv")
+    return Path(path)
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -119,12 +137,25 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
+def text_row(row: dict[str, Any]) -> dict[str, str]:
+    """A row as the CSV stores it: every column, numbers as short decimal text."""
+    return {c: _cell_text(row.get(c)) for c in COLUMNS}
+
+
+def rewrite(path: Path, build: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
+    """Replace the CSV by ``build(current rows)`` under the file lock, atomically."""
+    with _locked(path):
+        out = build(read_leaderboard(path))
+        atomic_write(path, lambda handle: handle.write(out.to_csv(index=False).encode()))
+    return out
+
+
 def merge_rows(path: Path, rows: Iterable[dict[str, Any]],
                order: Callable[[dict[str, str]], tuple] | None = None) -> pd.DataFrame:
     """Insert or replace rows by key (paper, table, row, dataset, metric, scale), atomically."""
-    new = [{c: _cell_text(r.get(c)) for c in COLUMNS} for r in rows]
-    with _locked(path):
-        frame = read_leaderboard(path)
+    new = [text_row(r) for r in rows]
+
+    def merged(frame: pd.DataFrame) -> pd.DataFrame:
         existing = {tuple(r[k] for k in KEY): r for r in frame.to_dict("records")}
         for row in new:
             key = tuple(row[k] for k in KEY)
@@ -135,13 +166,9 @@ def merge_rows(path: Path, rows: Iterable[dict[str, Any]],
         records = list(existing.values())
         if order is not None:
             records.sort(key=order)
-        out = pd.DataFrame(records, columns=list(dict.fromkeys([*COLUMNS, *frame.columns])))
+        return pd.DataFrame(records, columns=list(dict.fromkeys([*COLUMNS, *frame.columns])))
 
-        def write(handle: Any) -> None:
-            handle.write(out.to_csv(index=False).encode())
-
-        atomic_write(path, write)
-    return out
+    return rewrite(path, merged)
 
 
 # ---- rendering ---------------------------------------------------------------------------------

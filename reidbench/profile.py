@@ -18,7 +18,6 @@ import tempfile
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,9 +28,7 @@ from torch import nn
 from reidbench import __version__, paths
 from reidbench.errors import ReidbenchError
 from reidbench.models import create_model
-
-# Classifiers are modules whose name contains "classifier" (the official MSINet count); a model
-# without any (torchvision's classification nets) has its top-level "fc" as the classifier.
+from reidbench.models.contract import ReIDModel, classifier_parameters
 
 
 def _numel(shape: list[int] | None) -> int:
@@ -89,24 +86,13 @@ class Profile:
                 "gmacs": self.gmacs, "skipped_ops": self.skipped_ops}
 
 
-def classifier_modules(model: nn.Module) -> list[nn.Module]:
-    named = [m for name, m in model.named_modules() if "classifier" in name.split(".")[-1]]
-    if named:
-        return named
-    return [m for name, m in model.named_modules() if name == "fc"]
-
-
-def parameter_counts(model: nn.Module) -> tuple[int, int, int]:
+def parameter_counts(model: ReIDModel) -> tuple[int, int, int]:
+    """All parameters; without the classifiers (deploy); the backbone's (through the model contract)."""
     total = sum(p.numel() for p in model.parameters())
-    classifier = {id(p) for m in classifier_modules(model) for p in m.parameters()}
+    classifier = classifier_parameters(model)
     deploy = sum(p.numel() for p in model.parameters() if id(p) not in classifier)
-    names = getattr(model, "backbone_modules", None)  # models whose trunk is several top-level modules
-    if names:
-        return total, deploy, sum(p.numel() for name in names for p in getattr(model, name).parameters())
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, nn.Module):
-        return total, deploy, sum(p.numel() for p in backbone.parameters())
-    return total, deploy, deploy
+    backbone = {id(p): p.numel() for m in model.backbone_modules() for p in m.parameters()}
+    return total, deploy, sum(backbone.values())
 
 
 class _Tensors(nn.Module):
@@ -148,26 +134,22 @@ def parse_input(text: str) -> tuple[int, int]:
                              f"got {text!r}") from error
 
 
-def model_config(target: str) -> dict[str, Any]:
-    """A model name, or a recipe YAML whose ``model:`` section names the model and its options."""
+def model_config(target: str) -> tuple[dict[str, Any], tuple[int, int] | None]:
+    """A model name, or a recipe file whose ``model:`` section names the model and its options (read with
+    ``load_recipe``, ``base:`` inheritance included); with the recipe's input size."""
     if target.endswith((".yaml", ".yml")):
-        import yaml
+        from reidbench.recipes.loading import load_recipe
 
-        path = Path(target)
-        if not path.is_file():
-            raise ReidbenchError(f"{path}: recipe file not found")
-        section = (yaml.safe_load(path.read_text()) or {}).get("model")
-        if not isinstance(section, dict) or "name" not in section:
-            raise ReidbenchError(f"{path}: expected a 'model' mapping with a 'name' key")
-        return dict(section)
-    return {"name": target}
+        recipe = load_recipe(target)
+        return {"name": recipe.model.name, **recipe.model.options}, (recipe.data.height, recipe.data.width)
+    return {"name": target}, None
 
 
 def profile_model(target: str, input_size: tuple[int, int] | None = None,
                   use_cache: bool = True, depth: int = 2) -> Profile:
-    config = model_config(target)
+    config, recipe_input = model_config(target)
     name = config.pop("name")
-    return profile_config(name, config, input_size, use_cache, depth)
+    return profile_config(name, config, input_size or recipe_input, use_cache, depth)
 
 
 def profile_config(name: str, config: dict[str, Any], input_size: tuple[int, int] | None = None,
@@ -175,7 +157,7 @@ def profile_config(name: str, config: dict[str, Any], input_size: tuple[int, int
     """Profile a registry model built with constructor options (pretrained weights are never loaded)."""
     config = {k: v for k, v in config.items() if k != "pretrained"}
     model = create_model(name, **config)
-    height, width = input_size or getattr(model, "default_input", (256, 128))
+    height, width = input_size or model.default_input
     key = json.dumps({"model": name, "config": config, "input": [height, width],
                       "reidbench": __version__, "torch": torch.__version__}, sort_keys=True)
     cache = paths.cache_dir() / "profiles" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"

@@ -1,4 +1,4 @@
-"""Pretrained weights: torchvision ResNets, ResNet50-IBN-a, MSINet and OSNet, in torch hub's cache.
+"""Pretrained weights (registered in ``models/pretrained.py``) in torch hub's cache: list, download, verify.
 
 torchvision's files carry the first 8 hex digits of their sha256 in the name; torch.hub checks
 that prefix, and so does `reidbench weights verify`. Weights without a published hash are
@@ -7,58 +7,17 @@ checked for being a loadable checkpoint only (and the report says so).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reidbench import paths
 from reidbench.data.checksums import file_digest
-from reidbench.data.download import DownloadError, check_archive, gdrive_download, http_download
-from reidbench.errors import ReidbenchError, UnknownNameError
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    name: str
-    filename: str
-    source_kind: str  # torchvision | url | gdrive
-    source: str  # torchvision enum path, URL or Drive id
-    sha256_prefix: str | None
-    description: str
-
-
-WEIGHTS: dict[str, WeightsSpec] = {
-    w.name: w
-    for w in (
-        WeightsSpec("resnet18", "resnet18-f37072fd.pth", "torchvision", "ResNet18_Weights.IMAGENET1K_V1",
-                    "f37072fd", "torchvision ResNet-18, ImageNet"),
-        WeightsSpec("resnet34", "resnet34-b627a593.pth", "torchvision", "ResNet34_Weights.IMAGENET1K_V1",
-                    "b627a593", "torchvision ResNet-34, ImageNet"),
-        WeightsSpec("resnet50", "resnet50-0676ba61.pth", "torchvision", "ResNet50_Weights.IMAGENET1K_V1",
-                    "0676ba61", "torchvision ResNet-50, ImageNet (V1, used by BoT)"),
-        WeightsSpec("resnet50_v2", "resnet50-11ad3fa6.pth", "torchvision",
-                    "ResNet50_Weights.IMAGENET1K_V2", "11ad3fa6", "torchvision ResNet-50, ImageNet V2"),
-        WeightsSpec("resnet101", "resnet101-63fe2227.pth", "torchvision",
-                    "ResNet101_Weights.IMAGENET1K_V1", "63fe2227", "torchvision ResNet-101, ImageNet"),
-        WeightsSpec("resnet50_ibn_a", "resnet50_ibn_a-d9d0bb7b.pth", "url",
-                    "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
-                    "resnet50_ibn_a-d9d0bb7b.pth", "d9d0bb7b", "ResNet50-IBN-a, ImageNet (IBN-Net)"),
-        WeightsSpec("msinet_msmt", "msinet_msmt.pth.tar", "gdrive", "1ZNLDbtpsraiF149htbyhbh3UjCwREi9p",
-                    None, "MSINet pretrained (official; state_dict inside a tar)"),
-        WeightsSpec("osnet_x1_0_imagenet", "osnet_x1_0_imagenet.pth", "gdrive",
-                    "1LaG1EJpHrxdAxKnSCJ_i0u-nbxSAeiFY", None, "OSNet x1_0, ImageNet (torchreid)"),
-    )
-}
-
-
-def get_weights(name: str) -> WeightsSpec:
-    if name not in WEIGHTS:
-        raise UnknownNameError("weights", name, list(WEIGHTS))
-    return WEIGHTS[name]
+from reidbench.data.download import DownloadError, check_archive, check_url, gdrive_download, http_download
+from reidbench.errors import ReidbenchError
+from reidbench.models.pretrained import WEIGHTS, get_weights, read_state_dict
 
 
 def weights_path(name: str) -> Path:
-    return paths.weights_dir() / get_weights(name).filename
+    return get_weights(name).path()
 
 
 def verify_weights(name: str) -> dict[str, Any]:
@@ -75,11 +34,9 @@ def verify_weights(name: str) -> dict[str, Any]:
             report["status"] = f"sha256 prefix mismatch: expected {spec.sha256_prefix}, got {digest[:8]}"
             return report
     try:
-        import torch
-
-        torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - a broken file of any kind
-        report["status"] = f"not a loadable checkpoint ({str(error).splitlines()[0][:100]})"
+        read_state_dict(path)  # tensors only: a file that would run code is refused
+    except ReidbenchError as error:
+        report["status"] = f"not a loadable checkpoint ({error.message.removeprefix(f'{path}: ')[:120]})"
         return report
     report["ok"] = True
     report["status"] = "verified" if spec.sha256_prefix else "loadable (no published hash)"
@@ -98,6 +55,8 @@ def list_weights() -> list[dict[str, Any]]:
 
 def download_weights(name: str, url: str | None = None) -> Path:
     spec = get_weights(name)
+    if url is not None:
+        check_url(url)
     dest = weights_path(name)
     if dest.is_file() and verify_weights(name)["ok"]:
         return dest

@@ -1,4 +1,4 @@
-"""Access to the real reference files in ../shared/data/reference (skipped when absent)."""
+"""Access to the real reference files in ../shared/data/reference, outside the repository (skipped when absent)."""
 
 from __future__ import annotations
 

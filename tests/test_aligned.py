@@ -24,7 +24,7 @@ def _params_m(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-# METHODS.md §3.3: all parameters (classifier, local branch and BaND BN included), torchvision ResNets.
+# docs/papers/aap-reid.md: all parameters (classifier, local branch and BaND BN included), torchvision ResNets.
 @pytest.mark.parametrize(("name", "options", "classes", "expected"), [
     ("alignedreid_pp", {}, 751, 25.3132), ("alignedreid_pp", {}, 702, 25.2128), ("alignedreid_pp", {}, 767, 25.3460),
     ("aap_reid", {"attention_layers": [1, 2, 3, 4]}, 751, 27.8502),
@@ -44,7 +44,7 @@ def test_parameter_counts_match_the_paper_tables(name, options, classes, expecte
 
 def test_cwa_sits_on_conv3_before_bn3_in_layers_3_and_4_only():
     model = create_model("aap_reid", num_classes=10)
-    layers = [model.backbone[i] for i in (4, 5, 6, 7)]  # layer1..layer4
+    layers = model.backbone.stages()  # layer1..layer4
     with_cwa = [sum(isinstance(b.conv3, torch.nn.Sequential) for b in layer) for layer in layers]
     assert with_cwa == [0, 0, 6, 3]
     block = layers[2][0]
@@ -183,13 +183,20 @@ def test_aap_paper_rows_reuse_runs_and_record_rerank(tmp_path, monkeypatch, run_
     assert ranked["distance"] == "sqeuclidean + DMLI local"
 
 
-def test_pretrained_trunk_loads_torchvision_weights_by_name():
-    """The trunk is torchvision's: an ImageNet state_dict maps onto it (weights cannot be downloaded here)."""
+def test_pretrained_trunk_loads_torchvision_weights_by_name(tmp_path):
+    """An ImageNet state_dict in torchvision's format loads into the trunk, attention-wrapped convs included,
+    with nothing of the trunk missing (weights cannot be downloaded here: the file is written by the test)."""
+    from reidbench.models.pretrained import load_pretrained
+
     reference = torchvision.models.resnet18()
-    model = create_model("alignedreid_pp", num_classes=5, depth=18)
-    names = [n for n, _ in reference.named_parameters() if not n.startswith("fc.")]
-    trunk = [n for n, _ in model.backbone.named_parameters()]
-    assert len(names) == len(trunk)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    model = create_model("aap_reid", num_classes=5, depth=18)
+    report = load_pretrained(model, model.pretrained_cfg, path)
+    assert not [k for k in report.missing if k.startswith("backbone.") and ".1." not in k.split("conv2")[-1][:3]]
+    assert report.unexpected == [] and report.skipped_shape == []
+    assert torch.equal(model.backbone.layer3[0].conv2[0].weight, reference.layer3[0].conv2.weight)
+    assert torch.equal(model.backbone.conv1.weight, reference.conv1.weight)
 
 
 def test_cli_evaluate_local(tmp_path, run_cli):
@@ -207,7 +214,7 @@ def test_cli_evaluate_local(tmp_path, run_cli):
 
 
 def test_gmacs_match_the_reproduced_figures(tmp_path, monkeypatch):
-    """METHODS.md §3.3 (fvcore, 256x128): AlignedReID++ 2.684 GMac, AaP-ReID 4.072 (last stride 1)."""
+    """docs/papers/aap-reid.md (fvcore, 256x128): AlignedReID++ 2.684 GMac, AaP-ReID 4.072 (last stride 1)."""
     from reidbench.profile import profile_config
 
     for name, expected in (("alignedreid_pp", 2.684), ("aap_reid", 4.072)):

@@ -12,7 +12,8 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
-from torchvision.io import decode_image, read_file
+import torch
+from torchvision.io import decode_image, encode_jpeg, read_file
 
 from reidbench.data import registry
 from reidbench.data.download import DownloadError, http_download, safe_extract
@@ -188,11 +189,12 @@ def test_occluded_duke_is_built_from_duke(tmp_path, monkeypatch):
     lists = resources.files("reidbench.data") / "lists" / "occluded_duke"
     names = {n: (lists / n).read_text().split() for n in ("train.list", "query.list", "gallery.list")}
     duke = tmp_path / "src" / "DukeMTMC-reID"
+    image = encode_jpeg(torch.zeros(3, 8, 4, dtype=torch.uint8)).numpy().tobytes()  # install verifies every file
     # Occluded-Duke re-splits Duke: put list images in mixed original folders.
     for i, name in enumerate(sorted(set().union(*names.values()))):
         folder = duke / ("bounding_box_train", "bounding_box_test", "query")[i % 3]
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).touch()
+        (folder / name).write_bytes(image)
     folder = prepare_dataset("occluded_duke", duke.parent, tmp_path / "root")
     assert folder.name == "Occluded_Duke"
     stats = parse_dataset("occluded_duke", tmp_path / "root").stats()

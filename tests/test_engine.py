@@ -204,7 +204,7 @@ def test_resume_after_kill_gives_identical_final_metrics(smoke_env):
     process = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert process.returncode == -signal.SIGKILL, process.stderr
     checkpoint = killed / "checkpoints" / "last.pt"
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 0  # killed after the first epoch
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 0  # killed after the first epoch
     resumed = subprocess.run(_train_cmd(killed, "--resume", str(killed)), env=env, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr

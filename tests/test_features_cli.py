@@ -65,7 +65,7 @@ def test_cli_evaluate_rerank_and_table(run_cli, tmp_path):
     expected = evaluate(rerank_features(fs.query_features, fs.gallery_features, "cosine", 10, 3),
                         fs.query_pids, fs.gallery_pids, fs.query_camids, fs.gallery_camids)
     assert record["mAP"] == pytest.approx(expected.mAP)
-    assert record["rerank"] == {"k1": 10, "k2": 3, "lambda": 0.3}
+    assert record["rerank"] == {"k1": 10, "k2": 3, "lambda_value": 0.3}
     code, out, _ = run_cli("evaluate", str(path), "--normalize")
     assert code == 0
     assert "mAP" in out and "R10" in out and "queries evaluated" in out

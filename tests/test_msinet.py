@@ -1,4 +1,4 @@
-"""MSINet, MSINet-SAM and MASENet: sizes against METHODS.md, shapes, training, checkpoint loading."""
+"""MSINet, MSINet-SAM and MASENet: sizes against docs/papers/masenet.md, shapes, training, checkpoint loading."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from reidbench.engine.trainer import Trainer
 from reidbench.errors import ReidbenchError
 from reidbench.losses.core import SpatialAlignLoss
 from reidbench.models import create_model
-from reidbench.models.msinet import GENOTYPES, load_msinet_checkpoint, resolve_genotype
+from reidbench.models.msinet import GENOTYPES, resolve_genotype
+from reidbench.models.pretrained import load_pretrained
 from reidbench.profile import count_flops, parameter_counts
 from reidbench.recipes import load_recipe
 
@@ -21,7 +22,7 @@ from reidbench.recipes import load_recipe
     ("msinet", {}, 2.328),
     ("msinet_sam", {}, 2.394),
     ("masenet", {}, 2.447),
-    ("masenet", {"se_reduction": 8}, 2.566),       # METHODS.md §2: r=8 -> 2.566M
+    ("masenet", {"se_reduction": 8}, 2.566),       # docs/papers/masenet.md: r=8 -> 2.566M
     ("masenet", {"se_position": "branch"}, 2.343),  # SE per branch on mid channels -> 2.343M
 ])
 def test_parameter_counts_without_classifiers(name, options, expected):
@@ -91,15 +92,16 @@ def test_partial_load_of_an_official_checkpoint_into_masenet(tmp_path):
     path = tmp_path / "msinet_msmt.pth.tar"
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}, "epoch": 350}, path)
     target = create_model("masenet", num_classes=751)
-    report = load_msinet_checkpoint(target, path)
-    assert set(report["skipped_shape"]) == {"classifier.weight", "classifier.bias",
-                                            "f_classifier.weight", "f_classifier.bias"}
-    assert report["missing"] and all(".se." in k or ".sge." in k for k in report["missing"])
-    assert report["unexpected"] == []
+    report = load_pretrained(target, target.pretrained_cfg, path)
+    assert target.pretrained_report is report
+    assert set(report.skipped_shape) == {"classifier.weight", "classifier.bias",
+                                         "f_classifier.weight", "f_classifier.bias"}
+    assert report.missing and all(".se." in k or ".sge." in k for k in report.missing)
+    assert report.unexpected == []
     key = "cells.0.conv1a.conv.weight"
     assert torch.equal(target.state_dict()[key], source.state_dict()[key])
     with pytest.raises(ReidbenchError, match="weights download msinet_msmt"):
-        load_msinet_checkpoint(target, tmp_path / "absent.pth.tar")
+        load_pretrained(target, target.pretrained_cfg, tmp_path / "absent.pth.tar")
 
 
 def test_table_one_and_fig3_recipes_load():

@@ -19,7 +19,7 @@ OSNET = "osnet/osnet_x1_0_market1501"
 def test_osnet_parameters_flops_and_outputs():
     model = create_model("osnet_x1_0", num_classes=751)
     total, deploy, backbone = parameter_counts(model)
-    assert deploy / 1e6 == pytest.approx(2.170, abs=0.005)  # METHODS.md 6.2 (paper: 2.2M)
+    assert deploy / 1e6 == pytest.approx(2.170, abs=0.005)  # docs/papers/baselines.md (paper: 2.2M)
     assert total - deploy == 512 * 751 + 751 and backbone < deploy  # classifier; fc neck outside the backbone
     assert profile_config("osnet_x1_0", {}, (256, 128), use_cache=False).gmacs == pytest.approx(0.997, rel=0.02)
     out = model(torch.randn(4, 3, 128, 64))
@@ -46,7 +46,6 @@ def test_fixbase_epoch_trains_only_the_open_layers(tmp_path, monkeypatch):
     recipe = load_recipe(OSNET, scale="smoke", overrides=["model.pretrained=false", "data.batch_size=16"])
     assert recipe.train.fixbase_epochs == 1 and recipe.data.sampler.name == "random"
     trainer = Trainer(recipe, run_dir=tmp_path / "run", device="cpu", quiet=True)
-    trainer._build()
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train_epoch(0)
     after = trainer.model.state_dict()
@@ -61,14 +60,13 @@ def test_frozen_bnneck_bias_stays_frozen_through_fixbase(tmp_path, monkeypatch):
     recipe = load_recipe("bot/resnet50_market1501", scale="smoke",
                          overrides=["train.fixbase_epochs=1", "train.open_layers=[head]", "model.width=8"])
     trainer = Trainer(recipe, run_dir=tmp_path / "run", device="cpu", quiet=True)
-    trainer._build()
     trainer.train_epoch(0)
     trainer.train_epoch(1)
     assert not trainer.model.head.bottleneck.bias.requires_grad
     bad = load_recipe("bot/resnet50_market1501", scale="smoke",
                       overrides=["train.fixbase_epochs=1", "train.open_layers=[fc]", "model.width=8"])
     with pytest.raises(ReidbenchError, match="open_layers"):
-        Trainer(bad, run_dir=tmp_path / "bad", device="cpu", quiet=True)._build()
+        Trainer(bad, run_dir=tmp_path / "bad", device="cpu", quiet=True)
 
 
 def test_a_row_variant_applies_before_the_scale():

@@ -135,7 +135,8 @@ def test_smoke_reproduction_writes_rows_then_skips_finished_cells(env, run_cli):
             *[a for o in QUICK for a in ("--set", o)])
     code, out, err = run_cli(*args)
     assert code == 0, err
-    frame = pd.read_csv(env / "lb" / "masenet.csv", dtype=str, keep_default_na=False)
+    assert not (env / "lb" / "masenet.csv").exists()  # the full-scale (committed) leaderboard is untouched
+    frame = pd.read_csv(env / "lb" / "masenet.smoke.csv", dtype=str, keep_default_na=False)
     assert len(frame) == 8  # 4 datasets x (R1, mAP)
     assert set(frame["dataset"]) == {"market1501", "msmt17", "veri776", "msmt17->market1501"}
     row = frame[(frame["dataset"] == "msmt17->market1501") & (frame["metric"] == "mAP")].iloc[0]
@@ -185,7 +186,7 @@ def test_seeds_give_a_t_interval_and_parallel_jobs_use_subprocesses(env, run_cli
                              "--scale", "smoke", "--seeds", "2", "--jobs", "2", "--devices", "cpu,cpu",
                              *[a for o in QUICK for a in ("--set", o)])
     assert code == 0, err
-    frame = pd.read_csv(env / "lb" / "masenet.csv", dtype=str, keep_default_na=False)
+    frame = pd.read_csv(env / "lb" / "masenet.smoke.csv", dtype=str, keep_default_na=False)
     row = frame[frame["metric"] == "mAP"].iloc[0]
     assert row["seeds"] == "0 1" and row["ci_method"] == "t over 2 seeds" and len(row["run_ids"].split()) == 2
     assert len(list((env / "runs" / "reproduce").glob("*.log"))) == 2  # one subprocess log per run

@@ -82,11 +82,24 @@ def test_doubling_height_roughly_doubles_cnn_flops():
     assert double / single == pytest.approx(2.0, rel=0.05)
 
 
-def test_parameter_counts_use_backbone_and_classifier_names():
-    model = nn.Sequential()
-    model.backbone = nn.Linear(4, 4)
-    model.classifier = nn.Linear(4, 10)
-    assert parameter_counts(model) == (20 + 50, 20, 20)
+def test_parameter_counts_follow_the_model_contract():
+    """Classifier and backbone come from get_classifier() / backbone_modules(), whatever the modules are named."""
+    from reidbench.models.contract import ReIDModel
+
+    class Toy(ReIDModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = nn.Linear(4, 4)
+            self.fc = nn.Linear(4, 4)  # a neck, not a classifier, despite its name
+            self.ids = nn.Linear(4, 10)
+
+        def get_classifier(self) -> list[nn.Module]:
+            return [self.ids]
+
+        def backbone_modules(self) -> list[nn.Module]:
+            return [self.trunk]
+
+    assert parameter_counts(Toy()) == (20 + 20 + 50, 40, 20)
 
 
 def test_profile_is_cached(tmp_path):

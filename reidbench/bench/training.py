@@ -22,10 +22,8 @@ def _trainer(model: str, height: int, width: int, batch: int, data_root: Path) -
     recipe = load_recipe(BOT, scale="smoke", overrides=[
         f"model.name={model}", f"data.height={height}", f"data.width={width}", f"data.batch_size={batch}",
         "data.synthetic_ids=40", "data.synthetic_images_per_id=8", "train.epochs=100"])
-    trainer = Trainer(recipe, device="cpu" if not torch.cuda.is_available() else "cuda",
-                      data_root=data_root, quiet=True)
-    trainer._build()
-    return trainer
+    return Trainer(recipe, device="cpu" if not torch.cuda.is_available() else "cuda", data_root=data_root,
+                   quiet=True)
 
 
 def run_train_benchmark(model: str = "bot_resnet50", height: int = 128, width: int = 64, batch: int = 16,

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reidbench import paths
-from reidbench.cli.app import app
+from reidbench.cli.app import app, data_root_of
 
 data_app = typer.Typer(help="Datasets: list, info, verify, download, prepare, synth.",
                        no_args_is_help=True)
@@ -22,8 +22,14 @@ ROOT_HELP = "Data root holding the dataset's top folder, or that folder itself (
 def resolve_root(ctx: typer.Context, root: Path | None) -> Path:
     if root is not None:
         return root.expanduser().absolute()
-    settings = ctx.find_root().obj
-    return paths.data_root(settings.data_root if settings else None)
+    return data_root_of(ctx)
+
+
+def writable_root(ctx: typer.Context, root: Path | None) -> Path:
+    """The data root a command installs into, refused up front when it is a file or read-only."""
+    path = resolve_root(ctx, root)
+    chosen_by = "--root" if root is not None else paths.data_root_chosen_by(path)
+    return paths.check_folder(path, chosen_by, "data root")
 
 
 @data_app.command("list")
@@ -93,11 +99,14 @@ def data_verify(ctx: typer.Context, name: str = typer.Argument(..., help="Datase
                     None, "--archive", help="Also check this archive's checksum."),
                 variant: str | None = typer.Option(
                     None, "--variant", help="e.g. detected / labeled (CUHK03)."),
+                deep: bool = typer.Option(False, "--deep", help="Decode every image (slow; a progress bar), "
+                                          "not only a sample; every file's size and markers are always checked."),
                 as_json: bool = typer.Option(False, "--json")) -> None:
-    """Check layout, per-split counts, a decode sample and (with --archive) the checksum."""
+    """Check layout, per-split counts, every file (size, format markers), a decode sample, the checksum."""
     from reidbench.data.verify import verify_dataset
 
-    report = verify_dataset(name, resolve_root(ctx, root), variant=variant, archive=archive)
+    report = verify_dataset(name, resolve_root(ctx, root), variant=variant, archive=archive, deep=deep,
+                            progress=not as_json)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:
@@ -105,12 +114,18 @@ def data_verify(ctx: typer.Context, name: str = typer.Argument(..., help="Datase
                       + (f"/{report.variant}" if report.variant else "")
                       + (" (synthetic, checked against its manifest)" if report.synthetic else ""))
         for column in ("check", "ok", "expected", "found", "detail"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for check in report.checks:
             table.add_row(check.name, "[green]yes" if check.ok else "[red]NO",
                           "" if check.expected is None else str(check.expected),
                           "" if check.found is None else str(check.found), check.detail)
-        Console().print(table)
+        console = Console(soft_wrap=True)  # file names whole, never cut to the terminal's width
+        console.print(table)
+        for check in report.checks:
+            if check.files and not check.ok:
+                console.print(f"{check.name}: {len(check.files)} file(s)", style="red", markup=False)
+                for line in check.files:
+                    console.print(f"  {line}", markup=False, highlight=False)
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -123,7 +138,7 @@ def data_download(ctx: typer.Context, name: str = typer.Argument(..., help="Data
     """Download, check and install a dataset (or say how to obtain a by-request one)."""
     from reidbench.data.install import download_dataset
 
-    result = download_dataset(name, resolve_root(ctx, root), url=url, force=force)
+    result = download_dataset(name, writable_root(ctx, root), url=url, force=force)
     Console().print(result.message, markup=False)
     if result.folder is None:
         raise typer.Exit(1)
@@ -137,7 +152,7 @@ def data_prepare(ctx: typer.Context, name: str = typer.Argument(..., help="Datas
     """Install a dataset from an archive or folder (builds Occluded-Duke, extracts CUHK03)."""
     from reidbench.data.install import prepare_dataset
 
-    folder = prepare_dataset(name, source, resolve_root(ctx, root), force=force)
+    folder = prepare_dataset(name, source, writable_root(ctx, root), force=force)
     Console().print(f"installed at {folder}; next: reidbench data verify {name} --root {folder.parent}",
                     markup=False)
 
@@ -153,7 +168,8 @@ def data_synth(name: str = typer.Argument(..., help="Dataset name or alias (any 
     """Write a synthetic miniature of NAME in its official layout (marked synthetic)."""
     from reidbench.data.synth import synthesize
 
-    result = synthesize(name, out.expanduser().absolute(), ids=ids, images_per_id=images_per_id,
+    target = paths.check_folder(out.expanduser().absolute(), "--out", "output folder")
+    result = synthesize(name, target, ids=ids, images_per_id=images_per_id,
                         seed=seed, cuhk03_layout=cuhk03_layout)
     rate = result.images / result.seconds if result.seconds else float("inf")
     Console().print(f"wrote {result.images} synthetic images of {result.dataset} to {result.folder} "

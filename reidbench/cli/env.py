@@ -38,4 +38,6 @@ def env_command(
     table.add_row("torch threads", f"{info['torch_threads']} (cpus: {info['cpu_count']})")
     for key, value in info["directories"].items():
         table.add_row(f"{key} dir", f"{value['path']}  [{value['source']}]")
+    for index, value in enumerate(info["recipe_dirs"], 1):
+        table.add_row(f"recipes dir {index}", f"{value['path']}  [{value['source']}]")
     Console().print(table)

@@ -9,11 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from reidbench.cli.app import app
+from reidbench.models import list_models
 
 
 @app.command("profile")
 def profile_command(
-    target: str = typer.Argument(..., help="Registered model name, or a recipe YAML."),
+    target: str = typer.Argument(..., help=f"A registered model ({', '.join(list_models())}) or a recipe YAML."),
     input_size: str = typer.Option(None, "--input", help="HxW, e.g. 256x128 (default: the model's)."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recount instead of using the cache."),

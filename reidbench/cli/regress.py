@@ -5,8 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from reidbench import paths
-from reidbench.cli.app import app
+from reidbench.cli.app import app, data_root_of
 from reidbench.errors import ReidbenchError
 
 
@@ -34,8 +33,7 @@ def regress_command(
     if threads:
         torch.set_num_threads(threads)
     console = Console()
-    settings = ctx.find_root().obj
-    report, diff = run_suite(suite, update=update, data_root=paths.data_root(settings.data_root if settings else None),
+    report, diff = run_suite(suite, update=update, data_root=data_root_of(ctx),
                              cases=case or None, tolerance_mode=tolerances, pythons=python,
                              say=lambda line: console.print(line, markup=False, highlight=False))
     if update:

@@ -9,16 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from reidbench import paths
-from reidbench.cli.app import app
+from reidbench.cli.app import app, data_root_of
 from reidbench.errors import ReidbenchError
+from reidbench.papers.loading import list_papers
 from reidbench.papers.reproduce import Reproduction
 
 SCALE_HELP = "full (the paper's schedule), small (subset, short schedule) or smoke (synthetic data)."
-
-
-def _data_root(ctx: typer.Context) -> Path:
-    settings = ctx.find_root().obj
-    return paths.data_root(settings.data_root if settings else None)
 
 
 def _devices(text: str | None) -> list[str] | None:
@@ -78,7 +74,7 @@ def _finish(console: Console, result: Reproduction) -> None:
 @app.command("reproduce")
 def reproduce_command(
     ctx: typer.Context,
-    paper: str = typer.Argument(..., help="Paper key: masenet, aap-reid, mhsa-net, fsafcmn."),
+    paper: str = typer.Argument(..., help=f"Paper key: {', '.join(list_papers())}."),
     table: str = typer.Option(None, "--table", help="Table or figure (case-insensitive prefix, e.g. 'Table I')."),
     row: str = typer.Option(None, "--row", help="Row (prefix; 'MASENet' selects 'MASENet (Ours)')."),
     dataset: str = typer.Option(None, "--dataset", help="Dataset column (prefix: 'M', 'MS->M', 'msmt17')."),
@@ -89,7 +85,8 @@ def reproduce_command(
     devices: str = typer.Option(None, "--devices", help="Comma-separated devices for --jobs (cuda:0,cuda:1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (when --devices is not given)."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value applied to every cell's recipe."),
-    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv)."),
+    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv at full "
+                                                 "scale, leaderboards/<paper>.<scale>.csv at small and smoke)."),
 ) -> None:
     """Reproduce a paper's tables: plan the cells, train what is missing, write the leaderboard."""
     from reidbench.leaderboard import read_leaderboard, to_rich
@@ -99,11 +96,11 @@ def reproduce_command(
     if jobs < 1:
         raise ReidbenchError(f"--jobs: expected a positive integer, got {jobs}")
     result = plan_reproduction(paper, table=table, row=row, dataset=dataset, scale=scale, seeds=seeds,
-                               data_root=_data_root(ctx), overrides=overrides, csv=csv)
+                               data_root=data_root_of(ctx), overrides=overrides, csv=csv)
     print_plan(console, result)
     if dry_run:
         return
-    run_reproduction(result, data_root=_data_root(ctx), jobs=jobs, devices=_devices(devices), device=device,
+    run_reproduction(result, data_root=data_root_of(ctx), jobs=jobs, devices=_devices(devices), device=device,
                      say=lambda line: console.print(line, markup=False))
     frame = read_leaderboard(result.csv)
     frame = frame[(frame["scale"] == scale) | (frame["status"] == "not run")]
@@ -128,8 +125,7 @@ def ablate_command(
     overrides: list[str] = typer.Option([], "--set", help="key.path=value applied to every run."),
 ) -> None:
     """Run ablations and render them as the paper's table with deltas to the first row."""
-    from reidbench.papers.ablate import AblationRow, grid_rows, plan_grid, render
-    from reidbench.papers.loading import list_papers
+    from reidbench.papers.ablate import grid_rows, paper_ablation_rows, plan_grid, render
     from reidbench.papers.plan import FINISHED
     from reidbench.papers.reproduce import default_devices, execute, reproduce_paper
 
@@ -137,27 +133,13 @@ def ablate_command(
     say = lambda line: console.print(line, markup=False)  # noqa: E731
     if target.lower() in list_papers() and not grid:
         result = reproduce_paper(target, table=table, dataset=dataset, scale=scale, seeds=seeds, device=device,
-                                 dry_run=dry_run, data_root=_data_root(ctx), overrides=overrides,
+                                 dry_run=dry_run, data_root=data_root_of(ctx), overrides=overrides,
                                  ablation_only=True, say=say)
         if dry_run:
             print_plan(console, result)
             return
-        measured = {(r["table"], r["row"], r["dataset"], r["metric"]): r for r in result.outcome.rows}
-        for table_item in dict.fromkeys(p.cell.table.id for p in result.planned):
-            spec = result.paper.table(table_item)
-            rows = []
-            for row_spec in spec.rows:
-                values, reported = {}, {}
-                for item in (p for p in result.planned if p.cell.table.id == table_item and p.cell.row is row_spec):
-                    for metric, rep in zip(spec.metrics, item.cell.reported, strict=True):
-                        column = f"{item.cell.group.key} {metric}"
-                        found = measured.get((table_item, row_spec.name, item.cell.group.label, metric), {})
-                        value = found.get("reproduced")
-                        values[column] = None if value in (None, "") else float(value)
-                        reported[column] = rep
-                if values:
-                    rows.append(AblationRow(row_spec.name, values, reported))
-            console.print(render(rows, f"{result.paper.key} {table_item} ({scale})"))
+        for table_id, rows in paper_ablation_rows(result):
+            console.print(render(rows, f"{result.paper.key} {table_id} ({scale})"))
         _finish(console, result)
         return
     if not grid:
@@ -165,7 +147,7 @@ def ablate_command(
     planned = plan_grid(target, grid, scale, paths.runs_dir() / "ablate", overrides)
     if not dry_run:
         todo = [run for _, run in planned if run.state != FINISHED]
-        outcome = execute(todo, _data_root(ctx), default_devices(device, 1), 1, say)
+        outcome = execute(todo, data_root_of(ctx), default_devices(device, 1), 1, say)
         if outcome.failed:
             for run, reason in outcome.failed.items():
                 console.print(f"failed: {run}: {reason}", style="red", markup=False)
@@ -175,25 +157,40 @@ def ablate_command(
 
 @app.command("leaderboard")
 def leaderboard_command(
-    paper: str = typer.Argument(..., help="Paper key."),
+    paper: str = typer.Argument(..., help=f"Paper key: {', '.join(list_papers())} (with --write, 'all' "
+                                          "regenerates every paper's files)."),
     output_format: str = typer.Option("table", "--format", help="table, markdown or csv."),
     plot: Path = typer.Option(None, "--plot", help="Also write a reported-vs-reproduced chart (PNG)."),
-    scale: str = typer.Option(None, "--scale", help="Only rows of this scale."),
-    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv)."),
+    scale: str = typer.Option("full", "--scale", help="Which leaderboard: full (leaderboards/<paper>.csv), "
+                                                      "small or smoke (leaderboards/<paper>.<scale>.csv)."),
+    csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: chosen by --scale)."),
+    write: bool = typer.Option(False, "--write", help="Regenerate leaderboards/<paper>.csv and .md: every cell "
+                                                      "of the paper, full-scale measurements kept, the rest "
+                                                      "'not run' with the reason."),
 ) -> None:
     """Show a paper's leaderboard: reported beside reproduced, with intervals, deltas and status."""
     from reidbench import leaderboard
-    from reidbench.papers.loading import load_paper
+    from reidbench.papers.loading import list_papers, load_paper
+    from reidbench.papers.publish import write_published
+    from reidbench.recipes.loading import SCALES
 
+    if write:
+        keys = list_papers() if paper == "all" else [paper]
+        for key in keys:
+            write_published(load_paper(key), say=lambda line: typer.echo(line))
+        return
     spec = load_paper(paper)
     if output_format not in ("table", "markdown", "csv"):
         raise ReidbenchError(f"--format: expected table, markdown or csv, got {output_format!r}")
-    path = csv or leaderboard.leaderboard_path(spec.key)
+    if scale not in SCALES:
+        raise ReidbenchError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+    path = csv or leaderboard.leaderboard_path(spec.key, scale=scale)
     if not path.is_file():
-        raise ReidbenchError(f"{path}: no leaderboard yet", hint=f"run `reidbench reproduce {spec.key}` first")
+        others = [s for s in SCALES if leaderboard.leaderboard_path(spec.key, scale=s).is_file()]
+        hint = (f"found the {', '.join(others)} leaderboard: add --scale {others[0]}" if others
+                else f"run `reidbench reproduce {spec.key}` first")
+        raise ReidbenchError(f"{path}: no leaderboard yet", hint=hint)
     frame = leaderboard.read_leaderboard(path)
-    if scale:
-        frame = frame[frame["scale"] == scale]
     if output_format == "csv":
         typer.echo(leaderboard.to_csv_text(frame), nl=False)
     elif output_format == "markdown":

@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from reidbench import paths
-from reidbench.cli.app import app
+from reidbench.cli.app import app, data_root_of
 from reidbench.errors import UnknownNameError
 
 
@@ -32,14 +31,13 @@ def search_command(
     """Search MSINet's interaction genotype (twin-contrastive, first-order DARTS); write a YAML genotype."""
     from reidbench.data.parsers import parse_dataset
     from reidbench.data.registry import get_dataset
+    from reidbench.engine.build import resolve_device
     from reidbench.engine.search import search_msinet
-    from reidbench.engine.trainer import resolve_device
 
     if family != "msinet":
         raise UnknownNameError("search family", family, ["msinet"])
     spec = get_dataset(data)
-    settings = ctx.find_root().obj
-    base = root or paths.data_root(settings.data_root if settings else None)
+    base = root or data_root_of(ctx)
     if synthetic:
         from reidbench.data.synth import ensure_synthetic
 

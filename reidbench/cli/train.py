@@ -9,12 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from reidbench import paths
-from reidbench.cli.app import app
-
-
-def _data_root(ctx: typer.Context) -> Path:
-    settings = ctx.find_root().obj
-    return paths.data_root(settings.data_root if settings else None)
+from reidbench.cli.app import app, data_root_of
+from reidbench.errors import ReidbenchError
 
 
 @app.command("train")
@@ -35,7 +31,7 @@ def train_command(
 
     loaded = load_recipe(recipe, scale=scale, overrides=overrides, base_overrides=base_overrides)
     folder = resume or run_dir
-    record = Trainer(loaded, run_dir=folder, device=device, data_root=_data_root(ctx),
+    record = Trainer(loaded, run_dir=folder, device=device, data_root=data_root_of(ctx),
                      resume=resume is not None).run()
     if record.metrics:
         table = Table(title=f"{record.run_id} ({record.scale}{', synthetic data' if record.synthetic else ''})")
@@ -46,7 +42,7 @@ def train_command(
 
 
 @app.command("test")
-def test_command(
+def evaluate_checkpoint_command(
     ctx: typer.Context,
     recipe: str = typer.Argument(..., help="Recipe YAML the checkpoint was trained with."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) or state_dict file."),
@@ -56,11 +52,14 @@ def test_command(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Extract query/gallery features with a checkpoint, write the features file, print metrics."""
-    from reidbench.engine.trainer import test_checkpoint
+    from reidbench.engine.trainer import evaluate_checkpoint
     from reidbench.recipes import load_recipe
 
+    if out.suffix not in (".pt", ".npz"):
+        raise ReidbenchError(f"--out {out}: expected a features file ending in .pt or .npz")
+    paths.check_folder(out.absolute().parent, "--out", "features file's folder")
     loaded = load_recipe(recipe, scale=scale, overrides=overrides)
-    result, path = test_checkpoint(loaded, checkpoint, out, device=device, data_root=_data_root(ctx))
+    result, path = evaluate_checkpoint(loaded, checkpoint, out, device=device, data_root=data_root_of(ctx))
     table = Table(title=f"{path} ({result.protocol} protocol)")
     summary = result.summary()
     for key in summary:

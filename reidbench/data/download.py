@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -46,6 +47,17 @@ def _progress(total: int | None, description: str):
     return progress, progress.add_task(description, total=total)
 
 
+def check_url(url: str, option: str = "--url") -> str:
+    """An http(s) URL with a host, or a user error naming the option (before anything is created)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as error:
+        raise DownloadError(f"{option} {url!r}: not a valid URL ({error})") from error
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"{option} {url!r}: expected an http:// or https:// URL with a host")
+    return url
+
+
 def http_download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0,
                   show_progress: bool = True) -> Path:
     """Download ``url`` to ``dest``, resuming from ``dest.part`` with HTTP Range requests.
@@ -53,6 +65,7 @@ def http_download(url: str, dest: Path, retries: int = 5, timeout: float = 60.0,
     A dropped connection is retried from where it stopped; a server that ignores Range restarts
     the file. The final rename happens only when the advertised length has been received.
     """
+    check_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     last_error: Exception | None = None
@@ -193,6 +206,42 @@ def safe_extract(archive: Path, target: Path) -> None:
         raise DownloadError(f"{archive.name}: truncated or corrupt archive ({error})") from error
     raise DownloadError(f"{archive.name}: not a zip or tar archive (or truncated); RAR archives "
                         "must be extracted by hand, then use `reidbench data prepare --from FOLDER`")
+
+
+def declared_size(archive: Path) -> int | None:
+    """The uncompressed size the archive's members declare (zip and tar bound what extraction writes to
+    it: zipfile stops each member at its declared size), or None for a file that is neither."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                return sum(info.file_size for info in zf.infolist())
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                return sum(member.size for member in tf.getmembers())
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+        raise DownloadError(f"{archive.name}: truncated or corrupt archive ({error})") from error
+    return None
+
+
+def check_extraction(archive: Path, target: Path, max_bytes: int | None, what: str) -> None:
+    """Before extracting: refuse an archive declaring more than ``max_bytes`` (a zip bomb, or not ``what``),
+    and one that would not fit in the free space of ``target``'s file system."""
+    size = declared_size(archive)
+    if size is None:
+        return  # not an archive: safe_extract says so
+    mib = 1024**2
+    if max_bytes is not None and size > max_bytes:
+        raise DownloadError(f"{archive}: its members declare {size / mib:,.0f} MB uncompressed, more than the "
+                            f"{max_bytes / mib:,.0f} MB {what} can take; refusing to extract",
+                            hint="a zip bomb or another archive; if it is the dataset, extract it yourself and "
+                                 "run `reidbench data prepare` on the folder")
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if size > free:
+        raise DownloadError(f"{archive}: needs {size / mib:,.0f} MB to extract, {probe} has {free / mib:,.0f} MB free",
+                            hint="free some space or choose another --root")
 
 
 def install_tree(root: Path, build: Callable[[Path], Path], force: bool = False) -> Path:

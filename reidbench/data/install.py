@@ -10,6 +10,8 @@ from pathlib import Path
 from reidbench.data.download import (
     DownloadError,
     check_archive,
+    check_extraction,
+    check_url,
     gdrive_download,
     http_download,
     install_tree,
@@ -41,14 +43,16 @@ def obtain_instructions(spec: DatasetSpec, root: Path) -> str:
     return "\n".join(lines)
 
 
-def install_command(name: str, root: Path) -> str:
-    """The exact command that installs a dataset: download when a source is public, else prepare."""
+def install_command(name: str, root: Path | None = None) -> str:
+    """The exact command that installs a dataset: download when a source is public, else prepare.
+    Without ``root`` the command installs into the default data root (no ``--root``)."""
     spec = get_dataset(name)
+    where = f" --root {root}" if root is not None else ""
     downloadable = any(s.kind in ("url", "gdrive") for a in spec.archives for s in a.sources)
     if downloadable and spec.name != "occluded_duke":
-        return f"reidbench data download {spec.name} --root {root}"
+        return f"reidbench data download {spec.name}{where}"
     source = "DukeMTMC-reID.zip" if spec.name == "occluded_duke" else spec.archives[0].name
-    return f"reidbench data prepare {spec.name} --from PATH/TO/{source} --root {root}"
+    return f"reidbench data prepare {spec.name} --from PATH/TO/{source}{where}"
 
 
 def fetch_archive(archive: Archive, downloads: Path, url: str | None = None) -> Path:
@@ -79,6 +83,8 @@ def fetch_archive(archive: Archive, downloads: Path, url: str | None = None) -> 
 def download_dataset(name: str, root: Path, url: str | None = None,
                      force: bool = False) -> InstallResult:
     spec = get_dataset(name)
+    if url is not None:
+        check_url(url)
     existing = locate(spec, root)
     if existing is not None and not force:
         return InstallResult(spec.name, existing, f"{spec.name} is already at {existing}", False)
@@ -94,13 +100,14 @@ def download_dataset(name: str, root: Path, url: str | None = None,
     return InstallResult(spec.name, folder, f"installed {spec.name} at {folder}", True)
 
 
-def _unpack_source(source: Path, tmp: Path) -> Path:
-    """An archive is extracted into tmp/src; a folder is used in place (copied later)."""
+def _unpack_source(spec: DatasetSpec, source: Path, tmp: Path) -> Path:
+    """An archive is extracted into tmp/src (after the size checks); a folder is used in place (copied later)."""
     if source.is_dir():
         return source
     if not source.is_file():
         raise ReidbenchError(f"{source}: not found (expected an archive or a folder)")
     unpacked = tmp / "src"
+    check_extraction(source, tmp, spec.max_extracted_bytes(source.name), spec.title)
     safe_extract(source, unpacked)
     return unpacked
 
@@ -132,24 +139,43 @@ def prepare_dataset(name: str, source: Path, root: Path, force: bool = False,
     _checked_source(spec, source)
 
     def build(tmp: Path) -> Path:
-        base = _unpack_source(source, tmp)
-        if spec.name == "occluded_duke":
-            return _build_occluded_duke(base, tmp)
-        if spec.name == "cuhk03":
-            return _build_cuhk03(base, tmp, list(extra_files or []) + [source.parent])
-        found = _find(spec.name, base, spec.top_folders)
-        if found is None:
-            raise ReidbenchError(f"{source}: does not contain {spec.title} (expected a folder "
-                                 f"named {' or '.join(spec.top_folders)})")
-        out = tmp / "out" / found.name
-        out.parent.mkdir(parents=True)
-        if base is source:  # a user's folder: copy, never move their files
-            shutil.copytree(found, out)
-        else:
-            found.rename(out)
-        return out
+        return _verified(spec, source, _assemble(spec, source, tmp, extra_files))
 
     return install_tree(Path(root), build, force=force)
+
+
+def _assemble(spec: DatasetSpec, source: Path, tmp: Path, extra_files: list[Path] | None) -> Path:
+    base = _unpack_source(spec, source, tmp)
+    if spec.name == "occluded_duke":
+        return _build_occluded_duke(base, tmp)
+    if spec.name == "cuhk03":
+        return _build_cuhk03(base, tmp, list(extra_files or []) + [source.parent])
+    found = _find(spec.name, base, spec.top_folders)
+    if found is None:
+        raise ReidbenchError(f"{source}: does not contain {spec.title} (expected a folder "
+                             f"named {' or '.join(spec.top_folders)})")
+    out = tmp / "out" / found.name
+    out.parent.mkdir(parents=True)
+    if base is source:  # a user's folder: copy, never move their files
+        shutil.copytree(found, out)
+    else:
+        found.rename(out)
+    return out
+
+
+def _verified(spec: DatasetSpec, source: Path, folder: Path) -> Path:
+    """`verify` the assembled folder before it is renamed into place: a failure installs nothing and says why."""
+    from reidbench.data.verify import verify_dataset
+
+    report = verify_dataset(spec.name, folder)
+    failed = [c for c in report.checks if not c.ok]
+    if failed:
+        first = failed[0]
+        why = "; ".join(filter(None, [str(first.found) if first.found is not None else "", first.detail]))
+        raise ReidbenchError(f"{source}: nothing installed, {spec.title} from it fails verify: {first.name}: {why}"
+                             + (f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""),
+                             hint=f"check the folder with `reidbench data verify {spec.name} --root FOLDER`")
+    return folder
 
 
 def _build_occluded_duke(base: Path, tmp: Path) -> Path:

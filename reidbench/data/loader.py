@@ -11,7 +11,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from reidbench.data.records import ImageRecord, Split
 from reidbench.data.samplers import IdentityBatchSampler
-from reidbench.data.transforms import test_transform, train_transform
+from reidbench.data.transforms import eval_transform, train_transform
 from reidbench.recipes.schema import DataSection
 
 
@@ -46,8 +46,8 @@ def train_loader(split: Split, data: DataSection, seed: int, rank: int = 0, worl
     return loader, sampler
 
 
-def test_loader(records: list[ImageRecord], data: DataSection, device: str = "cpu") -> DataLoader:
-    dataset = ImageDataset(records, test_transform(data.transforms, data.height, data.width))
+def eval_loader(records: list[ImageRecord], data: DataSection, device: str = "cpu") -> DataLoader:
+    dataset = ImageDataset(records, eval_transform(data.transforms, data.height, data.width))
     return DataLoader(dataset, batch_size=data.test_batch_size, shuffle=False,
                       num_workers=data.workers, pin_memory=device.startswith("cuda"))
 

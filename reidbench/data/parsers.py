@@ -41,17 +41,22 @@ class Subset:
 
 
 def locate(spec: DatasetSpec, root: Path) -> Path | None:
-    """The dataset's top folder under a data root, or the root itself when it is that folder."""
+    """The dataset's top folder under a data root, or the root itself when it is that folder.
+
+    Decided by what the folders contain (the dataset's layout), never by a folder's name: a data root
+    named after its dataset (torchreid's ``reid-data/market1501/Market-1501-v15.09.15``) is a data root.
+    When no folder holds the layout, an incomplete top folder (official name under the root, else the
+    root itself when named like one) is returned, so that `verify` reports what is missing.
+    """
     root = Path(root)
-    if root.name in spec.top_folders and root.is_dir():
-        return root
-    for name in spec.top_folders:
-        candidate = root / name
-        if candidate.is_dir():
+    children = [root / name for name in spec.top_folders]
+    for candidate in (root, *children):
+        if spec.holds_dataset(candidate):
             return candidate
-    if spec.layout and all((root / part).exists() for part in spec.layout):
-        return root
-    return None
+    incomplete = next((c for c in children if c.is_dir()), None)
+    if incomplete is None and root.name in spec.top_folders and root.is_dir():
+        incomplete = root
+    return incomplete
 
 
 def require(spec: DatasetSpec, root: Path) -> Path:
@@ -217,14 +222,13 @@ def _parse_partial_ilids(spec: DatasetSpec, folder: Path, variant: str | None) -
     raise ReidbenchError(f"{folder}: expected query/ and gallery/ (or Probe/ and Gallery/) folders")
 
 
+#: folder parsers by the name a DatasetSpec gives in its ``parser`` field
 PARSERS: dict[str, Callable[[DatasetSpec, Path, str | None], tuple]] = {
-    "market1501": _parse_market,
-    "dukemtmcreid": _parse_market,
-    "occluded_duke": _parse_market,
+    "market": _parse_market,
     "cuhk03": _parse_cuhk03,
     "msmt17": _parse_msmt17,
-    "veri776": _parse_veri,
-    "p_dukemtmc": _parse_p_duke,
+    "veri": _parse_veri,
+    "p_duke": _parse_p_duke,
     "partial_reid": _parse_partial_reid,
     "partial_ilids": _parse_partial_ilids,
 }
@@ -252,7 +256,7 @@ def parse_dataset(name: str, root: Path, variant: str | None = None,
     folder = require(spec, Path(root))
     if spec.variants[0].name != "default":
         variant = spec.variant(variant).name
-    train, query, gallery = PARSERS[spec.name](spec, folder, variant)
+    train, query, gallery = PARSERS[spec.parser](spec, folder, variant)
     manifest = read_manifest(folder)
     split = Split(
         name=spec.name if variant in (None, "default") else f"{spec.name}/{variant}",

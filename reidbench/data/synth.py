@@ -27,7 +27,7 @@ from torchvision.io import encode_jpeg, encode_png
 from reidbench import __version__
 from reidbench.data.checksums import file_digest
 from reidbench.data.parsers import MANIFEST, parse_dataset
-from reidbench.data.registry import get_dataset
+from reidbench.data.registry import DatasetSpec, get_dataset
 from reidbench.data.render import (
     crop_partial,
     make_camera,
@@ -112,8 +112,6 @@ def plan_reid(ids: int, per_id: int, num_cams: int, rng: np.random.Generator,
     """Train on the first half of the ids, test on the rest: for every test id, one query per
     camera for ``queries_per_id`` cameras, the other images in the gallery (always including a
     camera the query was not taken in)."""
-    if ids < 2 or per_id < 2:
-        raise ReidbenchError(f"--ids/--images-per-id: expected at least 2 each, got {ids} and {per_id}")
     num_train = (ids + 1) // 2
     shots: list[Shot] = []
     for pid in range(first_pid, first_pid + ids):
@@ -234,47 +232,41 @@ def _looks(shots: list[Shot], rng: np.random.Generator, query: str, other_rate: 
             shot.look = "occluded"
 
 
-def _plan(name: str, ids: int, per_id: int, rng: np.random.Generator) -> list[Shot]:
-    if name == "market1501":
-        shots = plan_reid(ids, per_id, 6, rng, queries_per_id=2, distractors=max(2, ids // 4))
-        shots += [Shot("gallery", -1, int(rng.integers(1, 7)), "partial") for _ in range(2)]  # junk
-        return shots
-    if name in ("dukemtmcreid", "occluded_duke"):
-        shots = plan_reid(ids, per_id, 8, rng, queries_per_id=1, gallery_only_ids=max(1, ids // 6))
-        if name == "occluded_duke":
-            _looks(shots, rng, "occluded", 0.2)
-        return shots
-    if name == "msmt17":
-        return plan_reid(ids, per_id, 15, rng, queries_per_id=2, first_pid=0)
-    if name == "veri776":
-        return plan_reid(ids, per_id, 20, rng, queries_per_id=1)
-    if name == "p_dukemtmc":
-        shots = plan_reid(ids, per_id, 8, rng, queries_per_id=1)
-        _looks(shots, rng, "occluded", 0.0)
-        for shot in shots:  # training holds both whole and occluded images of each person
-            if shot.split == "train" and rng.random() < 0.4:
-                shot.look = "occluded"
-        return shots
-    if name in ("partial_reid", "partial_ilids"):
-        count = 1 if name == "partial_ilids" else max(1, per_id // 2)
+def _plan(spec: DatasetSpec, ids: int, per_id: int, rng: np.random.Generator) -> list[Shot]:
+    """The shots of a miniature, from the dataset's ``SyntheticPlan`` (registry)."""
+    plan = spec.synthetic
+    if plan is None:
+        raise ReidbenchError(f"{spec.name}: no synthetic plan")
+    if plan.paired_partial:
+        count = plan.pairs_per_id or max(1, per_id // 2)
         shots = []
         for pid in range(1, ids + 1):
-            cams = (1, 2)
-            shots += [Shot("query", pid, cams[0], "partial") for _ in range(count)]
-            shots += [Shot("gallery", pid, cams[1]) for _ in range(count)]
+            shots += [Shot("query", pid, 1, "partial") for _ in range(count)]
+            shots += [Shot("gallery", pid, 2) for _ in range(count)]
         return shots
-    raise ReidbenchError(f"{name}: no synthetic plan")
+    cams = spec.synthetic_cameras
+    shots = plan_reid(ids, per_id, cams, rng, queries_per_id=plan.queries_per_id,
+                      distractors=max(2, ids // 4) if plan.distractors else 0,
+                      gallery_only_ids=max(1, ids // 6) if plan.gallery_only_ids else 0, first_pid=plan.first_pid)
+    shots += [Shot("gallery", -1, int(rng.integers(1, cams + 1)), "partial") for _ in range(plan.junk)]
+    if plan.occluded_rate is not None:
+        _looks(shots, rng, plan.query_look, plan.occluded_rate)
+    if plan.train_occluded_rate:
+        for shot in shots:  # training holds both whole and occluded images of each person
+            if shot.split == "train" and rng.random() < plan.train_occluded_rate:
+                shot.look = "occluded"
+    return shots
 
 
-LAYOUTS: dict[str, tuple[str, Callable[[list[Shot], np.random.Generator], dict[str, bytes]]]] = {
-    "market1501": ("Market-1501-v15.09.15", _market),
-    "dukemtmcreid": ("DukeMTMC-reID", _duke),
-    "occluded_duke": ("Occluded_Duke", _duke),
-    "msmt17": ("MSMT17_V1", _msmt17),
-    "veri776": ("VeRi", _veri),
-    "p_dukemtmc": ("P-DukeMTMC-reid", _p_duke),
-    "partial_reid": ("Partial_REID", _partial_reid),
-    "partial_ilids": ("PartialiLIDS", _partial_ilids),
+#: file-layout writers by the name a SyntheticPlan gives in its ``writer`` field
+WRITERS: dict[str, Callable[[list[Shot], np.random.Generator], dict[str, bytes]]] = {
+    "market": _market,
+    "duke": _duke,
+    "msmt17": _msmt17,
+    "veri": _veri,
+    "p_duke": _p_duke,
+    "partial_reid": _partial_reid,
+    "partial_ilids": _partial_ilids,
 }
 
 
@@ -287,8 +279,6 @@ def _encode(image: np.ndarray, path: str) -> bytes:
 def _plan_cuhk03(ids: int, per_id: int) -> list[Shot]:
     """Each person alternates between the pair's two cameras; a test person's first view is the
     query, the rest (always including the other camera) the gallery."""
-    if ids < 2 or per_id < 3:
-        raise ReidbenchError(f"--ids/--images-per-id: expected at least 2 and 3, got {ids} and {per_id}")
     num_train = (ids + 1) // 2
     shots = []
     for pid in range(1, ids + 1):
@@ -378,19 +368,34 @@ def _cuhk03_files(world: _World, shots: list[Shot], release: bool, top: Path, wr
     return written
 
 
+def check_size(name: str, ids: int, per_id: int, keys: tuple[str, str] = ("--ids", "--images-per-id"),
+               cuhk03_layout: str = "np") -> None:
+    """Refuse a miniature too small to have train, query and gallery images (or too large for CUHK03's
+    release format); the error names the setting as the user wrote it (``keys``: the options of
+    `data synth`, or the recipe keys ``data.synthetic_ids`` / ``data.synthetic_images_per_id``)."""
+    spec = get_dataset(name)
+    min_per_id = 3 if spec.name == "cuhk03" else 2  # CUHK03: a query view and gallery views of the other camera
+    if ids < 2:
+        raise ReidbenchError(f"{keys[0]}: expected at least 2 identities (half train, half test), got {ids}")
+    if per_id < min_per_id:
+        raise ReidbenchError(f"{keys[1]}: expected at least {min_per_id} images per identity for "
+                             f"{spec.name}, got {per_id}")
+    if spec.name == "cuhk03" and cuhk03_layout == "release" and per_id > 10:
+        raise ReidbenchError(f"{keys[1]}: the CUHK03 release holds at most 10 images per person, got {per_id}")
+
+
 def synthesize(name: str, out: Path, ids: int = DEFAULT_IDS, images_per_id: int = DEFAULT_IMAGES_PER_ID,
                seed: int = 0, cuhk03_layout: str = "np") -> SynthResult:
     """Write a miniature of dataset ``name`` under the data root ``out``."""
     spec = get_dataset(name)
+    if cuhk03_layout not in ("np", "release"):
+        raise ReidbenchError(f"--cuhk03-layout: expected np or release, got {cuhk03_layout!r}")
+    check_size(spec.name, ids, images_per_id, cuhk03_layout=cuhk03_layout)
     start = time.perf_counter()
     world = _World(seed, vehicles=spec.kind == "vehicle")
     rng = world.rng(_PLAN)
     files: dict[str, str] = {}  # relative path -> sha256, hashed from the bytes as written
     if spec.name == "cuhk03":
-        if cuhk03_layout not in ("np", "release"):
-            raise ReidbenchError(f"--cuhk03-layout: expected np or release, got {cuhk03_layout!r}")
-        if cuhk03_layout == "release" and images_per_id > 10:
-            raise ReidbenchError("--images-per-id: the CUHK03 release holds at most 10 per person")
         top_name = "cuhk03-np" if cuhk03_layout == "np" else "cuhk03_release"
         top = _fresh(out, top_name)
         shots = _plan_cuhk03(ids, images_per_id)
@@ -398,9 +403,11 @@ def synthesize(name: str, out: Path, ids: int = DEFAULT_IDS, images_per_id: int 
             images = _cuhk03_files(world, shots, cuhk03_layout == "release", top, writer)
         variants = ["detected", "labeled"]
     else:
-        top_name, layout = LAYOUTS[spec.name]
-        top = _fresh(out, top_name)
-        shots = _plan(spec.name, ids, images_per_id, rng)
+        if spec.synthetic is None:
+            raise ReidbenchError(f"{spec.name}: no synthetic miniature")
+        layout = WRITERS[spec.synthetic.writer]
+        top = _fresh(out, spec.top_folders[0])
+        shots = _plan(spec, ids, images_per_id, rng)
         extras = layout(shots, rng)
         with _Writer(top, files) as writer:
             for index, shot in enumerate(shots):

@@ -68,6 +68,6 @@ def train_transform(t: TransformSection, height: int, width: int) -> v2.Compose:
     return v2.Compose(steps)
 
 
-def test_transform(t: TransformSection, height: int, width: int) -> v2.Compose:
+def eval_transform(t: TransformSection, height: int, width: int) -> v2.Compose:
     return v2.Compose([v2.Resize((height, width), antialias=True),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(t.mean, t.std)])

@@ -28,6 +28,7 @@ class Check:
     expected: Any = None
     found: Any = None
     detail: str = ""
+    files: list[str] = field(default_factory=list)  # every damaged file, full path and why (printed whole)
 
 
 @dataclass
@@ -61,21 +62,71 @@ def _expected_stats(spec: DatasetSpec, variant: str | None, manifest: dict | Non
     return {"train": chosen.train, "query": chosen.query, "gallery": chosen.gallery}
 
 
-def _decode_sample(paths: list[Path], count: int) -> list[str]:
+def _decode_failure(path: Path) -> str | None:
     from torchvision.io import decode_image, read_file
 
+    try:
+        image = decode_image(read_file(str(path)))
+    except Exception as error:  # noqa: BLE001 - report, do not stop
+        return f"{path}: {str(error).splitlines()[0][:120]}"
+    if image.ndim != 3 or min(image.shape[1:]) < 1:
+        return f"{path}: decoded to shape {tuple(image.shape)}"
+    return None
+
+
+def _decode_sample(paths: list[Path], count: int) -> list[str]:
     if not paths:
         return []
     step = max(1, len(paths) // max(1, count))
+    return [f for f in map(_decode_failure, paths[::step][:count]) if f]
+
+
+def _decode_all(paths: list[Path], progress: bool) -> list[str]:
+    """--deep: decode every image (minutes on a real dataset, hence the progress bar)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     failures = []
-    for path in paths[::step][:count]:
-        try:
-            image = decode_image(read_file(str(path)))
-            if image.ndim != 3 or min(image.shape[1:]) < 1:
-                failures.append(f"{path}: decoded to shape {tuple(image.shape)}")
-        except Exception as error:  # noqa: BLE001 - report, do not stop
-            failures.append(f"{path}: {str(error).splitlines()[0][:120]}")
+    bar = Progress("decoding", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                   disable=not progress)
+    with bar:
+        for path in bar.track(paths):
+            failure = _decode_failure(path)
+            if failure:
+                failures.append(failure)
     return failures
+
+
+def damage(path: Path) -> str | None:
+    """Why an image file is damaged, from its size and format markers only (no decoding), or None.
+
+    JPEG: starts with the start-of-image marker FFD8 and has the end-of-image marker FFD9 in its last bytes
+    (some writers pad after it); PNG: the signature and an IEND chunk at the end; BMP: the "BM" signature.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        handle.seek(max(0, size - 64))
+        tail = handle.read()
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        if head[:2] != b"\xff\xd8":
+            return "not a JPEG (no start-of-image marker)"
+        if b"\xff\xd9" not in tail:
+            return "truncated JPEG (no end-of-image marker)"
+    elif suffix == ".png":
+        if head != b"\x89PNG\r\n\x1a\n":
+            return "not a PNG (bad signature)"
+        if b"IEND" not in tail:
+            return "truncated PNG (no IEND chunk)"
+    elif suffix == ".bmp" and head[:2] != b"BM":
+        return "not a BMP (bad signature)"
+    return None
+
+
+def _damaged(paths: list[Path]) -> list[str]:
+    return [f"{path}: {why}" for path in paths if (why := damage(path))]
 
 
 def verify_archive(spec: DatasetSpec, archive: Path) -> Check:
@@ -92,7 +143,9 @@ def verify_archive(spec: DatasetSpec, archive: Path) -> Check:
 
 
 def verify_dataset(name: str, root: Path, variant: str | None = None, archive: Path | None = None,
-                   decode: int = 16, mark: bool = True) -> VerifyReport:
+                   decode: int = 16, mark: bool = True, deep: bool = False, progress: bool = False) -> VerifyReport:
+    """Check a dataset folder: layout, per-split counts, every listed file present and undamaged (size and
+    format markers), a decode sample (``deep``: every image decoded), a synthetic manifest's checksums."""
     spec = get_dataset(name)
     if spec.variants[0].name != "default":
         variant = spec.variant(variant).name
@@ -139,7 +192,8 @@ def verify_dataset(name: str, root: Path, variant: str | None = None, archive: P
         missing = [str(r.path) for r in records if not r.path.is_file()]
         if missing:
             report.add(f"{split_name} files", False, "every listed image present",
-                       f"{len(missing)} missing", "first missing: " + ", ".join(missing[:SHOWN]))
+                       f"{len(missing)} missing", "first missing: " + ", ".join(missing[:SHOWN]),
+                       files=[f"{path}: missing" for path in missing])
         all_paths.extend(r.path for r in records if r.path.is_file())
     if manifest and manifest.get("files"):
         changed = [rel for rel, digest in manifest["files"].items()
@@ -147,10 +201,19 @@ def verify_dataset(name: str, root: Path, variant: str | None = None, archive: P
         report.add("manifest checksums", not changed, f"{len(manifest['files'])} files as written",
                    f"{len(changed)} differ" if changed else "all match",
                    ("first differing: " + ", ".join(changed[:SHOWN])) if changed else "")
-    if decode:
+    damaged = _damaged(all_paths)
+    report.add("image files", not damaged, f"{len(all_paths)} images: non-empty, format markers intact",
+               f"{len(damaged)} damaged" if damaged else "ok",
+               ("first damaged: " + damaged[0]) if damaged else "", files=damaged)
+    if deep:
+        failures = _decode_all(all_paths, progress)
+        report.add("decode all", not failures, f"{len(all_paths)} images decode",
+                   f"{len(failures)} failed" if failures else "ok",
+                   ("first failed: " + failures[0]) if failures else "", files=failures)
+    elif decode:
         failures = _decode_sample(all_paths, decode)
         report.add("decode sample", not failures, f"{min(decode, len(all_paths))} images decode",
-                   f"{len(failures)} failed" if failures else "ok", "; ".join(failures[:SHOWN]))
+                   f"{len(failures)} failed" if failures else "ok", "; ".join(failures[:SHOWN]), files=failures)
     if report.ok and mark:
         _write_marker(folder, report)
     return report

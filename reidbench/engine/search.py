@@ -1,4 +1,4 @@
-"""`reidbench search msinet`: the twin-contrastive search of MSINet (METHODS.md §1.7).
+"""`reidbench search msinet`: the twin-contrastive search of MSINet (docs/papers/masenet.md, "Architecture search").
 
 The training identities are split in three (TCM): the first fifth train only, the next two
 fifths half their images to train and half to validation, the last two fifths validation only.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,69 +21,40 @@ import yaml
 from torch import nn
 
 from reidbench import paths
-from reidbench.data.loader import image_paths, test_loader, train_loader
-from reidbench.data.parsers import Subset, parse_dataset
-from reidbench.data.records import Split
-from reidbench.data.registry import get_dataset
-from reidbench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from reidbench.engine.build import (
+    build_losses,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    build_train_loader,
+    load_split,
+    resolve_device,
+    seed_everything,
+)
+from reidbench.engine.checkpoint import (
+    load_checkpoint,
+    preserved_rng,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    state_dict_of,
+)
 from reidbench.engine.distributed import DistInfo, barrier, cleanup, init_distributed
-from reidbench.engine.optim import build_optimizer, build_scheduler
+from reidbench.engine.features import evaluate_features, extract_feature_set
 from reidbench.envinfo import collect_environment
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
-from reidbench.evaluation.features import FeatureSet, evaluate_feature_set, save_features
-from reidbench.losses import build_losses
+from reidbench.evaluation.atomic import atomic_write
+from reidbench.evaluation.features import FeatureSet, save_features
 from reidbench.models import create_model
+from reidbench.models.contract import num_classes_of
 from reidbench.recipes.loading import recipe_hash, to_dict
-from reidbench.recipes.schema import EvalSection, Recipe
+from reidbench.recipes.schema import Recipe
+from reidbench.serialization import read_torch_file
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(requested: str | None) -> str:
-    if requested in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ReidbenchError(f"--device {requested}: CUDA is not available on this machine",
-                             hint="use --device cpu")
-    if not (requested == "cpu" or requested.startswith("cuda")):
-        raise ReidbenchError(f"--device: expected cpu, cuda or cuda:N, got {requested!r}")
-    return requested
-
-
-def load_split(recipe: Recipe, which: str, data_root: Path) -> Split:
-    """The train or test dataset of a recipe: real data, or its synthetic miniature at smoke scale.
-
-    A missing real dataset stops with the command that installs it; nothing is substituted.
-    """
-    name = recipe.data.train if which == "train" else recipe.data.test
-    spec = get_dataset(name)
-    root = data_root
-    if recipe.data.synthetic:
-        from reidbench.data.synth import ensure_synthetic
-
-        root = data_root / "synthetic" / f"{spec.name}-i{recipe.data.synthetic_ids}" \
-                                         f"-k{recipe.data.synthetic_images_per_id}"
-        ensure_synthetic(spec.name, root, ids=recipe.data.synthetic_ids,
-                         images_per_id=recipe.data.synthetic_images_per_id, seed=0)
-    subset = recipe.data.subset
-    use_subset = subset.train_ids is not None or subset.test_id_fraction is not None
-    split = parse_dataset(spec.name, root, recipe.data.variant,
-                          Subset(subset.train_ids, subset.test_id_fraction) if use_subset else None)
-    if recipe.data.synthetic and not split.synthetic:
-        raise ReidbenchError(f"{split.root}: expected a synthetic miniature (manifest missing)")
-    return split
-
-
-def evaluate_features(features: FeatureSet, settings: EvalSection) -> EvaluationResult:
-    """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features."""
-    rerank = settings.rerank
-    return evaluate_feature_set(features, settings.metric, settings.normalize, rerank is not None,
-                                **(asdict(rerank) if rerank else {}), local=settings.local_feature is not None)
+# re-exported for callers of the old locations
+__all__ = ["RunRecord", "Trainer", "evaluate_checkpoint", "evaluate_features", "load_split", "resolve_device",
+           "seed_everything"]
 
 
 @dataclass
@@ -112,6 +82,9 @@ class RunRecord:
     seconds: float = 0.0
     environment: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, Any] = field(default_factory=dict)
+    pretrained_report: dict[str, Any] | None = None
+    # the recipe's own choices for this scale (its scales.<scale> section, e.g. BoT's small_cnn at smoke)
+    scale_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -121,26 +94,33 @@ def _atomic_json(path: Path, data: Any) -> None:
 
 
 class Trainer:
+    """One run of a recipe. Everything is built in ``__init__`` (through ``engine.build``), before any
+    folder exists, so a recipe or data error leaves nothing behind."""
+
     def __init__(self, recipe: Recipe, run_dir: Path | None = None, device: str | None = None,
                  data_root: Path | None = None, resume: bool = False, quiet: bool = False) -> None:
-        self.recipe = recipe
+        self.recipe = r = recipe
         self.device = resolve_device(device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.dist.enabled and self.device == "cuda":
             self.device = f"cuda:{self.dist.local_rank}"
         self.data_root = data_root or paths.data_root()
         self.hash = recipe_hash(recipe)
+        runs = paths.resolve_runs_dir()
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = paths.runs_dir() / f"{stamp}-{recipe.name}-{recipe.scale}-s{recipe.train.seed}-{self.hash[:8]}"
         self.run_dir = Path(run_dir)
+        # what chose the folder, for errors: the runs root (reproduce, regress and default names live under it)
+        under_runs = runs.path in self.run_dir.absolute().parents
+        self.run_dir_chosen_by = runs.chosen_by("--run-dir") if under_runs else ("--resume" if resume else "--run-dir")
         self.quiet = quiet or not self.dist.is_main
         self.resume = resume
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        if self.dist.is_main:
+            paths.check_folder(self.run_dir, self.run_dir_chosen_by, "run folder")
+        resume_state = self._resume_state() if resume else None  # a bad checkpoint stops before any work
 
-    # ---- setup ----
-    def _build(self) -> None:
-        r = self.recipe
         seed_everything(r.train.seed)
         # rank 0 first: it may have to generate a synthetic miniature the others then read
         if not self.dist.is_main:
@@ -149,27 +129,18 @@ class Trainer:
         self.test_split = load_split(r, "test", self.data_root)
         if self.dist.is_main:
             barrier(self.dist)
-        options = dict(r.model.options)
-        self.pretrained_note = "not requested"
-        if options.get("pretrained"):
-            try:
-                self.model = create_model(r.model.name, num_classes=self.train_split.num_train_pids, **options)
-                self.pretrained_note = "ImageNet weights loaded"
-            except Exception as error:  # noqa: BLE001 - no network, no cached weights, no checkpoint
-                options["pretrained"] = False
-                self.model = create_model(r.model.name, num_classes=self.train_split.num_train_pids, **options)
-                reason = error.message if isinstance(error, ReidbenchError) else type(error).__name__
-                self.pretrained_note = f"requested but unavailable, trained from scratch ({reason})"
-            report = getattr(self.model, "load_report", None)
-            if report is not None:
-                self.pretrained_note += (f"; {len(report['loaded'])} tensors loaded, {len(report['missing'])} "
-                                         f"missing (new modules), {len(report['unexpected'])} unexpected")
-        else:
-            self.model = create_model(r.model.name, num_classes=self.train_split.num_train_pids, **options)
+        built = build_model(r, self.train_split.num_train_pids)
+        self.model, self.pretrained_note, self.pretrained_report = built.model, built.pretrained_note, \
+            built.pretrained_report
         self.model.to(self.device)
+        for key in ("feature", "local_feature"):  # checked against the contract before the first epoch
+            name = getattr(r.eval, key)
+            if name is not None and name not in self.model.eval_outputs:
+                raise ReidbenchError(f"eval.{key}: model {r.model.name} has no eval output {name!r}; "
+                                     f"expected one of: {', '.join(self.model.eval_outputs)}")
         self.losses = build_losses(r.loss, self.train_split.num_train_pids).to(self.device)
-        self.loader, self.sampler = train_loader(self.train_split, r.data, r.train.seed, self.dist.rank,
-                                                 self.dist.world_size, self.device)
+        self.loader, self.sampler = build_train_loader(r, self.train_split, self.dist.rank, self.dist.world_size,
+                                                       self.device)
         self.steps_per_epoch = max(1, len(self.sampler.global_batches()) // self.dist.world_size)
         self.optimizer = build_optimizer(self.model, r.optim)
         centers = self.losses.center_parameters()
@@ -181,18 +152,27 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.net: nn.Module = self.model
         self._trainable = {id(p): p.requires_grad for p in self.model.parameters()}
-        unknown = [n for n in r.train.open_layers if not hasattr(self.model, n)]
-        if r.train.fixbase_epochs and unknown:
-            raise ReidbenchError(f"train.open_layers: model {r.model.name} has no module {unknown[0]!r}; "
-                                 f"expected some of: {', '.join(n for n, _ in self.model.named_children())}")
+        self._open_modules = self._fixbase_modules()
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
             # frozen (fixbase) epochs leave parameters without gradients
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
                                                            find_unused_parameters=r.train.fixbase_epochs > 0)
         self.start_epoch = 0
-        if self.resume:
-            self._restore()
+        if resume_state is not None:
+            self._restore(resume_state)
+
+    def _fixbase_modules(self) -> list[nn.Module]:
+        """The modules trained during the fixbase epochs: ``train.open_layers`` by name, else the classifiers."""
+        r = self.recipe
+        if not r.train.open_layers:
+            return self.model.get_classifier()
+        children = dict(self.model.named_children())
+        unknown = [n for n in r.train.open_layers if n not in children]
+        if r.train.fixbase_epochs and unknown:
+            raise ReidbenchError(f"train.open_layers: model {r.model.name} has no module {unknown[0]!r}; "
+                                 f"expected some of: {', '.join(children)}")
+        return [children[n] for n in r.train.open_layers if n in children]
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {"epoch": epoch, "recipe_hash": self.hash, "model": self.model.state_dict(),
@@ -201,21 +181,44 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state()}
 
-    def _restore(self) -> None:
+    def _resume_state(self) -> dict[str, Any]:
         state = load_checkpoint(self.checkpoint_path)
         if state["recipe_hash"] != self.hash:
             raise ReidbenchError(f"{self.checkpoint_path}: written by recipe hash {state['recipe_hash']}, "
                                  f"this recipe hashes to {self.hash}",
                                  hint="resume with the same recipe, scale and --set overrides")
-        self.model.load_state_dict(state["model"])
-        self.losses.load_state_dict(state["losses"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.center_optimizer and state["center_optimizer"]:
-            self.center_optimizer.load_state_dict(state["center_optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.start_epoch = state["epoch"] + 1
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.losses.load_state_dict(state["losses"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.center_optimizer and state.get("center_optimizer"):
+                self.center_optimizer.load_state_dict(state["center_optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.start_epoch = int(state["epoch"]) + 1
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ReidbenchError(f"{self.checkpoint_path}: damaged checkpoint, cannot restore it ({first})") from error
+        self._forget_unsaved_epochs()
+
+    def _forget_unsaved_epochs(self) -> None:
+        """Drop metrics lines of epochs after the checkpoint (a run killed mid-epoch logs them again)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.dist.is_main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                epoch = json.loads(line).get("epoch", 0)
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut by the kill
+            if isinstance(epoch, int) and epoch <= self.start_epoch:
+                kept.append(line + "\n")
+        atomic_write(path, lambda handle: handle.write("".join(kept).encode()))
 
     # ---- loop ----
     def _log(self, record: dict[str, Any]) -> None:
@@ -229,11 +232,14 @@ class Trainer:
         if not self.recipe.train.fixbase_epochs:
             return
         fixbase = epoch < self.recipe.train.fixbase_epochs
-        for name, module in self.model.named_children():
-            trainable = not fixbase or name in self.recipe.train.open_layers
-            module.train(trainable)
-            for parameter in module.parameters():  # parameters the model freezes itself stay frozen
-                parameter.requires_grad_(trainable and self._trainable[id(parameter)])
+        open_ids = {id(p) for m in self._open_modules for p in m.parameters()}
+        if fixbase:  # frozen leaves (BN statistics, dropout) in eval mode; containers keep their train-mode outputs
+            inside_open = {id(m) for o in self._open_modules for m in o.modules()}
+            for module in self.model.modules():
+                if next(module.children(), None) is None and id(module) not in inside_open:
+                    module.eval()
+        for parameter in self.model.parameters():  # parameters the model freezes itself stay frozen
+            parameter.requires_grad_((not fixbase or id(parameter) in open_ids) and self._trainable[id(parameter)])
 
     def train_epoch(self, epoch: int, progress: Any = None, task: Any = None) -> dict[str, float]:
         self._open_layers(epoch)
@@ -283,49 +289,28 @@ class Trainer:
         return {k: v / max(1, iterations) for k, v in sums.items()} | {
             "images_per_s": seen * self.dist.world_size / max(1e-9, time.perf_counter() - start)}
 
-    @torch.no_grad()
-    def extract(self, records: list) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The eval feature of each image (and its local stripes when the recipe asks for them)."""
-        self.model.eval()
-        names = [n for n in (self.recipe.eval.feature, self.recipe.eval.local_feature) if n]
-        parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-        for images, _pids, _camids, _index in test_loader(records, self.recipe.data, self.device):
-            images = images.to(self.device)
-            with torch.autocast("cuda", enabled=self.use_amp):
-                outputs = self.model(images)
-                flipped = self.model(images.flip(3)) if self.recipe.eval.flip else None
-            for name in names:
-                if name not in outputs:
-                    raise ReidbenchError(f"eval: the model has no eval output {name!r} "
-                                         f"(it returns {', '.join(outputs)})")
-                out = outputs[name].float()
-                if flipped is not None:
-                    out = out + flipped[name].float()
-                parts[name].append(out.cpu())
-        feats = [torch.cat(parts[n]) for n in names]
-        return feats[0], (feats[1] if len(feats) > 1 else None)
-
     def feature_set(self) -> FeatureSet:
-        q, g = self.test_split.query, self.test_split.gallery
-        query, query_local = self.extract(q)
-        gallery, gallery_local = self.extract(g)
-        return FeatureSet(
-            query_features=query, gallery_features=gallery, query_local=query_local, gallery_local=gallery_local,
-            query_pids=np.array([r.pid for r in q]), query_camids=np.array([r.camid for r in q]),
-            gallery_pids=np.array([r.pid for r in g]), gallery_camids=np.array([r.camid for r in g]),
-            protocol=self.test_split.protocol, query_paths=image_paths(q), gallery_paths=image_paths(g),
-            meta={"dataset": self.test_split.name, "synthetic": self.test_split.synthetic,
-                  "recipe_hash": self.hash, "model": self.recipe.model.name},
-        )
+        return extract_feature_set(self.model, self.test_split, self.recipe, self.device, self.hash, self.use_amp)
 
     def evaluate(self, features: FeatureSet) -> EvaluationResult:
         return evaluate_features(features, self.recipe.eval)
+
+    def _evaluate_epoch(self, epoch: int, save: bool) -> EvaluationResult:
+        """Evaluate after ``epoch`` without touching the training's random state: the test loaders draw
+        their seeds from torch's generator, and the checkpoint just written holds the state before them,
+        so a resumed run and an uninterrupted one (evaluating at any interval) train the same batches."""
+        with preserved_rng():
+            features = self.feature_set()
+            result = self.evaluate(features)
+        self._log({"epoch": epoch, "eval": result.summary(), "num_valid_queries": result.num_valid_queries})
+        if save:
+            save_features(self.run_dir / "features.pt", features)
+        return result
 
     def run(self) -> RunRecord:
         from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
         start = time.perf_counter()
-        self._build()  # before any folder exists: a recipe or data error leaves nothing behind
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
@@ -340,9 +325,10 @@ class Trainer:
             effective_batch=r.data.batch_size * self.dist.world_size, epochs=r.train.epochs,
             eval_settings={"feature": r.eval.feature, "local_feature": r.eval.local_feature,
                            "metric": r.eval.metric, "normalize": r.eval.normalize,
-                           "rerank": asdict(r.eval.rerank) if r.eval.rerank else None,
+                           "rerank": asdict(r.eval.rerank) if r.eval.rerank.enabled else None,
                            "flip": r.eval.flip, "protocol": self.test_split.protocol},
             environment=collect_environment(str(self.data_root)), reported=asdict(r.reported),
+            pretrained_report=self.pretrained_report, scale_overrides=dict(r.scales.get(r.scale) or {}),
         )
         if self.dist.is_main:
             (self.run_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(r), sort_keys=False))
@@ -360,20 +346,11 @@ class Trainer:
                     save_checkpoint(self.checkpoint_path, self._state(epoch))
                 last = epoch + 1 == r.train.epochs
                 if self.dist.is_main and (last or (epoch + 1) % max(1, r.train.eval_every) == 0):
-                    features = self.feature_set()
-                    result = self.evaluate(features)
-                    self._log({"epoch": epoch + 1, "eval": result.summary(),
-                               "num_valid_queries": result.num_valid_queries})
-                    if last:
-                        save_features(self.run_dir / "features.pt", features)
+                    result = self._evaluate_epoch(epoch + 1, save=last)
                 barrier(self.dist)
         if self.dist.is_main and result is None:
             # killed after the last epoch's checkpoint but before its evaluation: evaluate now
-            features = self.feature_set()
-            result = self.evaluate(features)
-            self._log({"epoch": r.train.epochs, "eval": result.summary(),
-                       "num_valid_queries": result.num_valid_queries})
-            save_features(self.run_dir / "features.pt", features)
+            result = self._evaluate_epoch(r.train.epochs, save=True)
         if self.dist.is_main and result is not None:
             np.save(self.run_dir / "per_query_ap.npy", result.ap)
             record.metrics = result.summary()
@@ -387,27 +364,32 @@ class Trainer:
         return record
 
 
-def test_checkpoint(recipe: Recipe, checkpoint: Path, out: Path, device: str | None = None,
-                    data_root: Path | None = None) -> tuple[EvaluationResult, Path]:
-    """Evaluate a checkpoint (ours, or a bare state_dict) and write the features file."""
-    trainer = Trainer(recipe, run_dir=out.parent, device=device, data_root=data_root, quiet=True)
+def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, out: Path, device: str | None = None,
+                        data_root: Path | None = None) -> tuple[EvaluationResult, Path]:
+    """Evaluate a checkpoint (ours, or a bare / official state dict) and write the features file."""
+    weights = state_dict_of(read_torch_file(checkpoint, "checkpoint"), checkpoint)  # before any data work
+    device = resolve_device(device)
+    data_root = data_root or paths.data_root()
     seed_everything(recipe.train.seed)
-    trainer.train_split = load_split(recipe, "train", trainer.data_root)
-    trainer.test_split = load_split(recipe, "test", trainer.data_root)
-    trainer.use_amp = False
-    state = load_checkpoint(checkpoint)
-    weights = state.get("model", state.get("state_dict", state))
-    num_classes = next((v.shape[0] for k, v in weights.items() if k.endswith("classifier.weight")),
-                       trainer.train_split.num_train_pids)
-    trainer.model = create_model(recipe.model.name, num_classes=num_classes,
-                                 **{k: v for k, v in recipe.model.options.items() if k != "pretrained"})
-    missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+    train_split = load_split(recipe, "train", data_root)
+    test_split = load_split(recipe, "test", data_root)
+    options = {k: v for k, v in recipe.model.options.items() if k != "pretrained"}
+    model = create_model(recipe.model.name, num_classes=train_split.num_train_pids, **options)
+    num_classes = num_classes_of(weights, model)
+    if num_classes is not None and num_classes != train_split.num_train_pids:  # trained on another dataset
+        model = create_model(recipe.model.name, num_classes=num_classes, **options)
+    try:
+        missing, _unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # a shape that does not fit
+        detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line),
+                      str(error).splitlines()[0])
+        raise ReidbenchError(f"{checkpoint}: its weights do not fit model {recipe.model.name} ({detail[:200]})",
+                             hint="test with the recipe the checkpoint was trained with") from error
     if missing:
         raise ReidbenchError(f"{checkpoint}: {len(missing)} weights of {recipe.model.name} are missing, "
                              f"first: {', '.join(missing[:3])}")
-    trainer.model.to(trainer.device)
-    features = trainer.feature_set()
-    result = trainer.evaluate(features)
+    model.to(device)
+    features = extract_feature_set(model, test_split, recipe, device, recipe_hash(recipe))
+    result = evaluate_features(features, recipe.eval)
     save_features(out, features)
     return result, out
-

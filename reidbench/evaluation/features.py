@@ -31,11 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from reidbench.errors import ReidbenchError
 from reidbench.evaluation.atomic import atomic_write
 from reidbench.evaluation.distance import aligned_local_distance, compute_distance
 from reidbench.evaluation.metrics import EvaluationResult, evaluate
 from reidbench.evaluation.rerank import rerank as rerank_distances
 from reidbench.evaluation.rerank import rerank_features
+from reidbench.serialization import read_torch_file
 
 REQUIRED_KEYS = (
     "query_features",
@@ -64,28 +66,81 @@ class FeatureSet:
     gallery_local: torch.Tensor | None = None
 
 
+def _array(value: Any, where: str) -> np.ndarray:
+    """Any array-like as numpy (a tensor, a numpy array, nested lists); anything else names the key."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: expected an array, got {type(value).__name__}") from error
+
+
 def _as_ids(value: Any, where: str) -> np.ndarray:
-    array = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    array = _array(value, where)
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"{where}: expected a 1-D integer vector, got {array.dtype} {array.shape}")
     return array.astype(np.int64)
 
 
-def _as_features(value: Any, where: str) -> torch.Tensor:
-    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
-    if tensor.ndim != 2 or not tensor.is_floating_point():
-        raise ValueError(
-            f"{where}: expected a 2-D float matrix, got {tensor.dtype} {tuple(tensor.shape)}"
-        )
+def _as_float_tensor(value: Any, where: str, ndim: int, shape: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        array = _array(value, where)
+        if not np.issubdtype(array.dtype, np.floating):  # strings, objects, integers: no features
+            raise ValueError(f"{where}: expected a {ndim}-D float {shape}, got {array.dtype} {array.shape}")
+        tensor = torch.from_numpy(array)
+    if tensor.ndim != ndim or not tensor.is_floating_point():
+        raise ValueError(f"{where}: expected a {ndim}-D float {shape}, got {tensor.dtype} {tuple(tensor.shape)}")
     return tensor
+
+
+def _as_features(value: Any, where: str) -> torch.Tensor:
+    return _as_float_tensor(value, where, 2, "matrix")
 
 
 def _as_local(value: Any, where: str) -> torch.Tensor:
-    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
-    if tensor.ndim != 3 or not tensor.is_floating_point():
-        raise ValueError(f"{where}: expected a 3-D float [N, stripes, C] tensor, got {tensor.dtype} "
-                         f"{tuple(tensor.shape)}")
-    return tensor
+    return _as_float_tensor(value, where, 3, "[N, stripes, C] tensor")
+
+
+def _as_paths(value: Any, where: str) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        array = _array(value, where)
+        if array.ndim != 1:
+            raise ValueError(f"{where}: expected a list of image paths, got {type(value).__name__} of shape "
+                             f"{tuple(array.shape)}")
+        items = array.tolist()
+    if not all(isinstance(p, (str, os.PathLike)) for p in items):
+        raise ValueError(f"{where}: expected a list of image paths (strings)")
+    return [str(p) for p in items]
+
+
+def _as_meta(raw: dict[str, Any], file: Path) -> dict[str, Any]:
+    if "meta_json" in raw:
+        text = raw["meta_json"]
+        text = text.item() if isinstance(text, np.ndarray) and text.ndim == 0 else text
+        if not isinstance(text, str):
+            raise ValueError(f"{file}: meta_json: expected a JSON string, got {type(text).__name__}")
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{file}: meta_json: not valid JSON ({error.msg} at character {error.pos})") from error
+        key = "meta_json"
+    else:
+        meta, key = raw.get("meta", {}), "meta"
+    if not isinstance(meta, dict):
+        raise ValueError(f"{file}: {key}: expected a mapping of provenance fields, got {type(meta).__name__}")
+    return dict(meta)
+
+
+def _as_protocol(value: Any, file: Path) -> str:
+    value = value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+    if not isinstance(value, str):
+        raise ValueError(f"{file}: protocol: expected a string (market or partial), got {type(value).__name__}")
+    return value
 
 
 def load_features(path: str | os.PathLike[str]) -> FeatureSet:
@@ -97,10 +152,12 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         raise ValueError(f"{file}: features file not found")
     try:
         if file.suffix == ".pt":
-            raw = torch.load(file, map_location="cpu", weights_only=True)
+            raw = read_torch_file(file, "features file")  # weights only: a crafted file cannot run code
         else:
             with np.load(file, allow_pickle=False) as archive:
                 raw = {key: archive[key] for key in archive.files}
+    except ReidbenchError as error:
+        raise ValueError(error.message) from error
     except Exception as error:  # noqa: BLE001 - any decoding failure is the file's fault
         raise ValueError(f"{file}: not a readable {file.suffix} features file ({error})") from error
     if not isinstance(raw, dict):
@@ -115,10 +172,10 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         query_camids=_as_ids(raw["query_camids"], f"{file}: query_camids"),
         gallery_pids=_as_ids(raw["gallery_pids"], f"{file}: gallery_pids"),
         gallery_camids=_as_ids(raw["gallery_camids"], f"{file}: gallery_camids"),
-        protocol=str(raw.get("protocol", "market")),
-        query_paths=[str(p) for p in raw["query_paths"]] if "query_paths" in raw else None,
-        gallery_paths=[str(p) for p in raw["gallery_paths"]] if "gallery_paths" in raw else None,
-        meta=json.loads(str(raw["meta_json"])) if "meta_json" in raw else dict(raw.get("meta", {})),
+        protocol=_as_protocol(raw.get("protocol", "market"), file),
+        query_paths=_as_paths(raw["query_paths"], f"{file}: query_paths") if "query_paths" in raw else None,
+        gallery_paths=_as_paths(raw["gallery_paths"], f"{file}: gallery_paths") if "gallery_paths" in raw else None,
+        meta=_as_meta(raw, file),
     )
     if ("query_local" in raw) != ("gallery_local" in raw):
         raise ValueError(f"{file}: expected both query_local and gallery_local, or neither")
@@ -127,12 +184,13 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         fs.query_local = _as_local(raw["query_local"], f"{file}: query_local")
         fs.gallery_local = _as_local(raw["gallery_local"], f"{file}: gallery_local")
         kinds.append("local")
+    kinds.append("paths")
     for side, n in (("query", fs.query_features.shape[0]), ("gallery", fs.gallery_features.shape[0])):
         for kind in kinds:
-            got = getattr(fs, f"{side}_{kind}").shape[0]
-            if got != n:
+            value = getattr(fs, f"{side}_{kind}")
+            if value is not None and len(value) != n:
                 raise ValueError(
-                    f"{file}: {side}_{kind}: expected length {n} ({side}_features rows), got {got}"
+                    f"{file}: {side}_{kind}: expected length {n} ({side}_features rows), got {len(value)}"
                 )
     return fs
 
@@ -215,7 +273,7 @@ def evaluate_feature_set(
     result.settings.update(
         metric=metric,
         normalize=normalize,
-        rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
+        rerank={"k1": k1, "k2": k2, "lambda_value": lambda_value} if rerank else None,
         local=local,
     )
     return result

@@ -92,7 +92,7 @@ class CenterLoss(nn.Module):
 
 
 class SpatialAlignLoss(nn.Module):
-    """MSINet-SAM's loss (METHODS.md §1.6) on scores [B + 1, B, M] from the align module.
+    """MSINet-SAM's loss (docs/papers/masenet.md, "MSINet-SAM") on scores [B + 1, B, M] from the align module.
 
     For anchor i: the mean cosine distance between its position-energy profile and its correlation
     kernels with each positive (same id, itself included), plus the mean pairwise cosine distance

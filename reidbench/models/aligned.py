@@ -1,4 +1,4 @@
-"""AlignedReID++ (Luo et al., 2019) and AaP-ReID (attention in the ResNet bottlenecks), METHODS.md §3.
+"""AlignedReID++ (Luo et al., 2019) and AaP-ReID (attention in the ResNet bottlenecks); docs/papers/aap-reid.md.
 
 Both are the same network with switches (every one a recipe key), so that AaP-ReID's cumulative
 ablation (Table 1) and its attention comparison (Table 3) are recipes:
@@ -22,65 +22,27 @@ Outputs in training: ``global`` [N, C], ``logits``, ``local`` [N, H, local_dim];
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
-from reidbench.models.layers import ATTENTIONS, build_attention
+from reidbench.models.contract import ModelOutputs, ReIDModel
+from reidbench.models.layers import resnet_trunk, trunk_pretrained_cfg
 from reidbench.models.registry import register_model
 
-_RESNETS = {
-    18: (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
-    34: (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
-    50: (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
-    101: (torchvision.models.resnet101, torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
-}
 
+class AlignedReID(ReIDModel):
+    train_outputs = ("global", "logits", "local")
+    eval_outputs = ("embedding", "local")
 
-def _insert_attention(net: torchvision.models.ResNet, attention: str, layers: list[int], reduction: int) -> None:
-    for index in layers:
-        for block in getattr(net, f"layer{index}"):
-            # the block's last conv, before its last BN: conv3 in a Bottleneck, conv2 in a BasicBlock
-            name = "conv3" if isinstance(block, torchvision.models.resnet.Bottleneck) else "conv2"
-            conv = getattr(block, name)
-            setattr(block, name, nn.Sequential(conv, build_attention(attention, conv.out_channels, reduction)))
-
-
-def resnet_trunk(depth: int, last_stride: int, pretrained: bool, attention: str = "none",
-                 attention_layers: list[int] | None = None, reduction: int = 16) -> tuple[nn.Sequential, int]:
-    """A torchvision ResNet without its pooling and fc, with the last stride and attention chosen."""
-    if depth not in _RESNETS:
-        raise ValueError(f"depth: expected one of {sorted(_RESNETS)}, got {depth!r}")
-    if last_stride not in (1, 2):
-        raise ValueError(f"last_stride: expected 1 or 2, got {last_stride!r}")
-    build, weights = _RESNETS[depth]
-    net = build(weights=weights if pretrained else None)
-    if last_stride == 1:
-        first = net.layer4[0]
-        strided = first.conv2 if isinstance(first, torchvision.models.resnet.Bottleneck) else first.conv1
-        strided.stride = (1, 1)
-        first.downsample[0].stride = (1, 1)
-    if attention != "none":
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention: expected none or one of {', '.join(ATTENTIONS)}, got {attention!r}")
-        layers = attention_layers or [3, 4]
-        if any(i not in (1, 2, 3, 4) for i in layers):
-            raise ValueError(f"attention_layers: expected ResNet layers among 1-4, got {layers!r}")
-        _insert_attention(net, attention, layers, reduction)
-    channels = net.fc.in_features
-    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                         net.layer1, net.layer2, net.layer3, net.layer4), channels
-
-
-class AlignedReID(nn.Module):
     def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 2, attention: str = "none",
                  attention_layers: list[int] | None = None, reduction: int = 16, band: bool = False,
-                 dropout: float = 0.5, local_dim: int = 128, local_test: str = "raw",
-                 pretrained: bool = False) -> None:
+                 dropout: float = 0.5, local_dim: int = 128, local_test: str = "raw") -> None:
         super().__init__()
         if local_test not in ("raw", "branch"):
             raise ValueError(f"local_test: expected raw or branch, got {local_test!r}")
-        self.backbone, channels = resnet_trunk(depth, last_stride, pretrained, attention, attention_layers,
-                                               reduction)
+        self.backbone = resnet_trunk(depth, last_stride, attention=attention, attention_layers=attention_layers,
+                                     reduction=reduction)
+        self.pretrained_cfg = trunk_pretrained_cfg(self.backbone, depth)
+        channels = self.backbone.out_channels
         self.band = band
         if band:
             self.band_bn = nn.BatchNorm2d(channels)
@@ -89,14 +51,21 @@ class AlignedReID(nn.Module):
         self.local_bn = nn.BatchNorm2d(channels)
         self.local_conv = nn.Conv2d(channels, local_dim, 1)
         self.local_test = local_test
-        self.pretrained = pretrained
 
     def _local_branch(self, feature_map: torch.Tensor) -> torch.Tensor:
         stripes = torch.relu(self.local_bn(feature_map)).amax(dim=3, keepdim=True)
         return nn.functional.normalize(self.local_conv(stripes).squeeze(3).transpose(1, 2), dim=2)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feature_map = self.backbone(images)
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def get_classifier(self) -> list[nn.Module]:
+        return [self.classifier]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.backbone]
+
+    def forward_head(self, feature_map: torch.Tensor) -> ModelOutputs:
         if not self.training:
             if self.local_test == "raw":
                 local = nn.functional.normalize(feature_map.amax(dim=3).transpose(1, 2), dim=2)
@@ -114,18 +83,16 @@ class AlignedReID(nn.Module):
 @register_model
 def alignedreid_pp(num_classes: int = 751, depth: int = 50, last_stride: int = 2, attention: str = "none",
                    attention_layers: list[int] | None = None, reduction: int = 16, band: bool = False,
-                   dropout: float = 0.5, local_dim: int = 128, local_test: str = "raw",
-                   pretrained: bool = False) -> AlignedReID:
+                   dropout: float = 0.5, local_dim: int = 128, local_test: str = "raw") -> AlignedReID:
     """AlignedReID++ as released: ResNet-50, last stride 2, global + DMLI local branch (25.31M, Market)."""
     return AlignedReID(num_classes, depth, last_stride, attention, attention_layers, reduction, band, dropout,
-                       local_dim, local_test, pretrained)
+                       local_dim, local_test)
 
 
 @register_model
 def aap_reid(num_classes: int = 751, depth: int = 50, last_stride: int = 1, attention: str = "cwa",
              attention_layers: list[int] | None = None, reduction: int = 16, band: bool = True,
-             dropout: float = 0.5, local_dim: int = 128, local_test: str = "raw",
-             pretrained: bool = False) -> AlignedReID:
+             dropout: float = 0.5, local_dim: int = 128, local_test: str = "raw") -> AlignedReID:
     """AaP-ReID: AlignedReID++ with last stride 1, BaND and CWA in layers 3-4 (27.69M, Market)."""
     return AlignedReID(num_classes, depth, last_stride, attention, attention_layers or [3, 4], reduction,
-                       band, dropout, local_dim, local_test, pretrained)
+                       band, dropout, local_dim, local_test)

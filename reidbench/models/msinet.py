@@ -1,13 +1,15 @@
 """MSINet (Gu et al., CVPR 2023), MSINet-SAM, and MASENet (MSINet + SE + SGE).
 
-Macro layout (METHODS.md §1.1): 7x7 stem + max-pool, three stages of two searched cells with a
+Architecture with shapes, and every choice where papers and code differ: docs/papers/masenet.md.
+
+Macro layout: 7x7 stem + max-pool, three stages of two searched cells with a
 1x1-conv + avg-pool downsampling between stages, channels 64/256/384/512, no last downsampling.
-Head (§1.4): a 512-d global branch on the final map and a 256-d two-stripe local branch on the
+Head: a 512-d global branch on the final map and a 256-d two-stripe local branch on the
 stage-2 output, each with a bias-free FC + BN neck (BN bias frozen) and a classifier; the test
 feature is cat(global, local) = 768-d (pre-BN). Parameter names follow the official code so that
 its checkpoints load by name.
 
-MASENet (§2) adds SE on each cell's fused residual (before the identity add) and SGE on each cell's
+MASENet adds SE on each cell's fused residual (before the identity add) and SGE on each cell's
 output by default; the positions, SE reduction, SGE groups and SGE initialisation are options, as
 are the ablation switches ``se`` and ``sge`` (the four rows of the paper's Fig. 3).
 """
@@ -22,6 +24,7 @@ import yaml
 from torch import nn
 
 from reidbench.errors import ReidbenchError
+from reidbench.models.contract import ModelOutputs, ReIDModel
 from reidbench.models.layers import (
     ChannelGate,
     Conv1x1,
@@ -35,6 +38,7 @@ from reidbench.models.layers import (
     SpatialGroupEnhance,
     init_osnet_style,
 )
+from reidbench.models.pretrained import get_weights
 from reidbench.models.registry import register_model
 
 OPERATIONS = ("none", "exc", "ag", "cross_att")
@@ -74,16 +78,20 @@ class Cell(nn.Module):
     """Two branches (receptive fields 3->5 and 7->13) with two interaction modules, fused by 1x1."""
 
     def __init__(self, cin: int, cout: int, ops: list[str], se: dict[str, Any] | None = None,
-                 sge: dict[str, Any] | None = None) -> None:
+                 sge: dict[str, Any] | None = None, mid: int | None = None,
+                 interaction_factory: Any = None) -> None:
+        """``ops``: the two interaction names of the genotype; the search network passes its own
+        ``interaction_factory`` (name, channels) -> module and may size the branches with ``mid``."""
         super().__init__()
-        mid = cout // 4
+        mid = mid or cout // 4
+        make = interaction_factory or interaction
         self.conv1a, self.conv1b = Conv1x1(cin, mid), Conv1x1(cin, mid)
         self.conv2a = LightConv3x3(mid, mid)
         self.conv2b = nn.Sequential(*(LightConv3x3(mid, mid) for _ in range(3)))
-        self._op2 = interaction(ops[0], mid)
+        self._op2 = make(ops[0], mid)
         self.conv3a = LightConv3x3(mid, mid)
         self.conv3b = nn.Sequential(*(LightConv3x3(mid, mid) for _ in range(3)))
-        self._op3 = interaction(ops[1], mid)
+        self._op3 = make(ops[1], mid)
         self.conv4a, self.conv4b = Conv1x1Linear(mid, cout), Conv1x1Linear(mid, cout)
         self.downsample = Conv1x1Linear(cin, cout) if cin != cout else None
         se, sge = se or {}, sge or {}
@@ -126,7 +134,7 @@ class PositionEnergy(nn.Module):
 
 
 class AlignModule(nn.Module):
-    """SAM (§1.6): cross-image correlation kernels and within-image position energy.
+    """SAM: cross-image correlation kernels and within-image position energy.
 
     Returns scores [B + 1, B, M]: rows 0..B-1 are max over image g's positions of the
     correlation with each position of image p; row B is each image's position-energy maximum.
@@ -147,7 +155,10 @@ class AlignModule(nn.Module):
         return torch.cat([kernel, pos], dim=0)
 
 
-class MSINet(nn.Module):
+class MSINet(ReIDModel):
+    train_outputs = ("global", "logits", "local", "local_logits", "sam")
+    eval_outputs = ("embedding", "global", "local")
+
     def __init__(self, num_classes: int = 751, genotype: str | list[str] = "msmt", sam: bool = False,
                  se: dict[str, Any] | None = None, sge: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -185,10 +196,9 @@ class MSINet(nn.Module):
         self.f_head.bias.requires_grad_(False)
         self.f_classifier = nn.Linear(256, num_classes)
         self.align_module = AlignModule(c[3]) if sam else None
-        self._init_params()
-
-    def _init_params(self) -> None:
         init_osnet_style(self)
+        # the official checkpoint, by name; classifiers of another dataset and MASENet's SE/SGE stay initialised
+        self.pretrained_cfg = get_weights("msinet_msmt")
 
     def featuremaps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.conv1(x))
@@ -208,8 +218,11 @@ class MSINet(nn.Module):
             x = self.final_sge(x)
         return x, local_input
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x, f_x = self.featuremaps(images)
+    def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.featuremaps(images)
+
+    def forward_head(self, features: tuple[torch.Tensor, torch.Tensor]) -> ModelOutputs:
+        x, f_x = features
         v = x.mean(dim=(2, 3))
         f = self.f_conv(f_x)
         half = f.shape[2] // 2
@@ -222,9 +235,11 @@ class MSINet(nn.Module):
             out["sam"] = self.align_module(x)
         return out
 
-    @property
-    def backbone(self) -> nn.ModuleList:  # for profile's backbone count: stem + cells
-        return nn.ModuleList([self.conv1, self.cells])
+    def get_classifier(self) -> list[nn.Module]:
+        return [self.classifier, self.f_classifier]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.cells]  # stem + cells (the official backbone count)
 
 
 def _attention(se: bool, sge: bool, se_reduction: int, se_position: str, sge_groups: int,
@@ -241,40 +256,21 @@ def _attention(se: bool, sge: bool, se_reduction: int, se_position: str, sge_gro
 
 
 @register_model
-def msinet(num_classes: int = 751, genotype: str | list[str] = "msmt", pretrained: bool = False) -> MSINet:
+def msinet(num_classes: int = 751, genotype: str | list[str] = "msmt") -> MSINet:
     """MSINet x1.0 with the searched genotype; 2.328M parameters without classifiers."""
-    return _pretrained(MSINet(num_classes, genotype), pretrained)
+    return MSINet(num_classes, genotype)
 
 
 @register_model
-def msinet_sam(num_classes: int = 751, genotype: str | list[str] = "msmt", pretrained: bool = False) -> MSINet:
+def msinet_sam(num_classes: int = 751, genotype: str | list[str] = "msmt") -> MSINet:
     """MSINet with the spatial alignment module (training-only); 2.394M without classifiers."""
-    return _pretrained(MSINet(num_classes, genotype, sam=True), pretrained)
+    return MSINet(num_classes, genotype, sam=True)
 
 
 @register_model
 def masenet(num_classes: int = 751, genotype: str | list[str] = "msmt", se: bool = True, sge: bool = True,
             se_reduction: int = 16, se_position: str = "cell_residual", sge_groups: int = 8,
-            sge_position: str = "cell_out", sge_init: str = "original", sam: bool = False,
-            pretrained: bool = False) -> MSINet:
+            sge_position: str = "cell_out", sge_init: str = "original", sam: bool = False) -> MSINet:
     """MASENet: MSINet + SE (fused residual, r=16, no bias) + SGE (cell output, 8 groups)."""
     se_cfg, sge_cfg = _attention(se, sge, se_reduction, se_position, sge_groups, sge_position, sge_init)
-    return _pretrained(MSINet(num_classes, genotype, sam=sam, se=se_cfg, sge=sge_cfg), pretrained)
-
-
-def _pretrained(model: MSINet, pretrained: bool) -> MSINet:
-    if pretrained:
-        from reidbench.weights import weights_path
-
-        report = load_msinet_checkpoint(model, weights_path("msinet_msmt"))
-        model.load_report = report  # type: ignore[attr-defined]
-    return model
-
-
-def load_msinet_checkpoint(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Load an official MSINet checkpoint (a tar with ``state_dict``) by name, skipping keys whose
-    shapes differ (classifiers of another dataset) and keys the model lacks; MASENet's SE/SGE
-    weights stay at their initialisation. Returns loaded / missing / unexpected / skipped keys."""
-    from reidbench.models.loading import load_by_name
-
-    return load_by_name(model, path, "msinet_msmt")
+    return MSINet(num_classes, genotype, sam=sam, se=se_cfg, sge=sge_cfg)

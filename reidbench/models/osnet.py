@@ -1,4 +1,4 @@
-"""OSNet x1_0 (Zhou et al., ICCV 2019), METHODS.md §6.2: a baseline row of MASENet's and MHSA-Net's tables.
+"""OSNet x1_0 (Zhou et al., ICCV 2019; docs/papers/baselines.md): a baseline row of MASENet's and MHSA-Net's tables.
 
 Omni-scale blocks: four streams of 1-4 lite 3x3 convolutions, one shared channel gate (reduction 16)
 aggregating them, a 1x1 linear restore and a residual. Attribute names follow torchreid's
@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reidbench.models.contract import ModelOutputs, ReIDModel
 from reidbench.models.layers import ChannelGate, Conv1x1, Conv1x1Linear, ConvLayer, LightConv3x3, init_osnet_style
+from reidbench.models.pretrained import get_weights
 from reidbench.models.registry import register_model
 
 
@@ -42,8 +44,9 @@ def _stage(cin: int, cout: int, transition: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class OSNet(nn.Module):
-    backbone_modules = ("conv1", "conv2", "conv3", "conv4", "conv5")  # before pooling; fc is the neck
+class OSNet(ReIDModel):
+    train_outputs = ("embedding", "logits")
+    eval_outputs = ("embedding",)
 
     def __init__(self, num_classes: int, channels: tuple[int, ...] = (64, 256, 384, 512),
                  feature_dim: int = 512) -> None:
@@ -58,26 +61,26 @@ class OSNet(nn.Module):
         self.fc = nn.Sequential(nn.Linear(channels[3], feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(feature_dim, num_classes)
         init_osnet_style(self)
+        self.pretrained_cfg = get_weights("osnet_x1_0_imagenet")  # torchreid's ImageNet checkpoint, by name
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.conv1(images))
         return self.conv5(self.conv4(self.conv3(self.conv2(x))))
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feature = self.fc(self.global_avgpool(self.features(images)).flatten(1))
+    def get_classifier(self) -> list[nn.Module]:
+        return [self.classifier]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.conv2, self.conv3, self.conv4, self.conv5]  # before pooling; fc is the neck
+
+    def forward_head(self, feature_map: torch.Tensor) -> ModelOutputs:
+        feature = self.fc(self.global_avgpool(feature_map).flatten(1))
         if not self.training:
             return {"embedding": feature}
         return {"embedding": feature, "logits": self.classifier(feature)}
 
 
 @register_model
-def osnet_x1_0(num_classes: int = 751, feature_dim: int = 512, pretrained: bool = False) -> OSNet:
+def osnet_x1_0(num_classes: int = 751, feature_dim: int = 512) -> OSNet:
     """OSNet x1_0: 2.170M parameters without the classifier, 0.997 GMac at 256x128."""
-    model = OSNet(num_classes, feature_dim=feature_dim)
-    if pretrained:  # torchreid's ImageNet checkpoint, loaded by name (its 1000-way classifier is skipped)
-        from reidbench.models.loading import load_by_name
-        from reidbench.weights import weights_path
-
-        model.load_report = load_by_name(model, weights_path("osnet_x1_0_imagenet"),  # type: ignore[attr-defined]
-                                         "osnet_x1_0_imagenet")
-    return model
+    return OSNet(num_classes, feature_dim=feature_dim)

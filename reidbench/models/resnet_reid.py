@@ -3,6 +3,7 @@
 BoT (Luo et al., 2019; "ResNet50*" in MASENet's Table I): last stride 1, global average pooling,
 a BN neck whose bias is frozen, and a bias-free classifier. Training returns the pre-BN feature
 for the triplet loss and the logits for the ID loss; evaluation returns the post-BN feature.
+See docs/models.md.
 """
 
 from __future__ import annotations
@@ -11,58 +12,55 @@ import torch
 import torchvision
 from torch import nn
 
+from reidbench.models.contract import ModelOutputs, ReIDModel
+from reidbench.models.layers import BNNeck, TrunkWithBNNeck, resnet_trunk, trunk_pretrained_cfg
+from reidbench.models.pretrained import get_weights
 from reidbench.models.registry import register_model
 
 
-def _resnet50_trunk(last_stride: int, pretrained: bool) -> nn.Sequential:
-    weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if pretrained else None
-    net = torchvision.models.resnet50(weights=weights)
-    if last_stride != 2:
-        net.layer4[0].conv2.stride = (last_stride, last_stride)
-        net.layer4[0].downsample[0].stride = (last_stride, last_stride)
-    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                         net.layer1, net.layer2, net.layer3, net.layer4)
-
-
-class BNNeckHead(nn.Module):
-    """GAP -> BatchNorm (bias frozen at 0) -> bias-free linear classifier."""
-
-    def __init__(self, in_features: int, num_classes: int) -> None:
+class BoTResNet(TrunkWithBNNeck):
+    def __init__(self, num_classes: int, depth: int = 50, last_stride: int = 1, stem_relu: bool = True) -> None:
         super().__init__()
-        self.bottleneck = nn.BatchNorm1d(in_features)
-        self.bottleneck.bias.requires_grad_(False)
-        self.classifier = nn.Linear(in_features, num_classes, bias=False)
-        nn.init.ones_(self.bottleneck.weight)
-        nn.init.zeros_(self.bottleneck.bias)
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        self.backbone = resnet_trunk(depth, last_stride, stem_relu=stem_relu)
+        self.head = BNNeck(self.backbone.out_channels, num_classes)
+        self.pretrained_cfg = trunk_pretrained_cfg(self.backbone, depth)
 
-    def forward(self, feature_map: torch.Tensor) -> dict[str, torch.Tensor]:
-        global_feat = feature_map.mean(dim=(2, 3))
-        bn_feat = self.bottleneck(global_feat)
-        if not self.training:
-            return {"embedding": bn_feat, "global": global_feat}
-        return {"global": global_feat, "embedding": bn_feat, "logits": self.classifier(bn_feat)}
-
-
-class BoTResNet50(nn.Module):
-    def __init__(self, num_classes: int, last_stride: int = 1, pretrained: bool = False) -> None:
-        super().__init__()
-        self.backbone = _resnet50_trunk(last_stride, pretrained)
-        self.head = BNNeckHead(2048, num_classes)
-        self.pretrained = pretrained
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(self.backbone(images))
 
 
 @register_model
-def bot_resnet50(num_classes: int = 751, last_stride: int = 1, pretrained: bool = False) -> BoTResNet50:
+def bot_resnet50(num_classes: int = 751, last_stride: int = 1, stem_relu: bool = True) -> BoTResNet:
     """BoT strong baseline: ResNet-50 (last stride 1) + BNNeck; 2048-d test feature."""
-    return BoTResNet50(num_classes, last_stride, pretrained)
+    return BoTResNet(num_classes, 50, last_stride, stem_relu)
+
+
+class ImageNetResNet(ReIDModel):
+    """torchvision's classification ResNet, unchanged (the reference for parameter counts)."""
+
+    train_outputs = ("logits",)
+    eval_outputs = ("embedding", "logits")
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.net = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+        self.pretrained_cfg = get_weights("resnet50").with_mapping(rename=(("", "net."),))
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(images))))
+        return n.avgpool(n.layer4(n.layer3(n.layer2(n.layer1(x))))).flatten(1)
+
+    def forward_head(self, features: torch.Tensor) -> ModelOutputs:
+        logits = self.net.fc(features)
+        return {"logits": logits} if self.training else {"embedding": features, "logits": logits}
+
+    def get_classifier(self) -> list[nn.Module]:
+        return [self.net.fc]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [m for name, m in self.net.named_children() if name != "fc"]
 
 
 @register_model
-def resnet50(num_classes: int = 1000, pretrained: bool = False) -> nn.Module:
+def resnet50(num_classes: int = 1000) -> ImageNetResNet:
     """torchvision's ImageNet ResNet-50, unchanged (the reference for parameter counts)."""
-    weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if pretrained else None
-    return torchvision.models.resnet50(weights=weights, num_classes=num_classes)
+    return ImageNetResNet(num_classes)

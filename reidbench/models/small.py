@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from reidbench.models.layers import BNNeck, TrunkWithBNNeck
 from reidbench.models.registry import register_model
-from reidbench.models.resnet_reid import BNNeckHead
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(TrunkWithBNNeck):
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
 
@@ -19,10 +18,7 @@ class SmallCNN(nn.Module):
 
         self.backbone = nn.Sequential(block(3, width), block(width, 2 * width),
                                       block(2 * width, 4 * width), block(4 * width, 4 * width))
-        self.head = BNNeckHead(4 * width, num_classes)
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(self.backbone(images))
+        self.head = BNNeck(4 * width, num_classes)
 
 
 @register_model

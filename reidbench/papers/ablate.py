@@ -91,3 +91,26 @@ def render(rows: list[AblationRow], title: str) -> Any:
                                   index == 0))
         table.add_row(*cells)
     return table
+
+
+def paper_ablation_rows(result: Any) -> list[tuple[str, list[AblationRow]]]:
+    """A reproduction's ablation tables as rows of reproduced and reported values, table by table."""
+    measured = {(r["table"], r["row"], r["dataset"], r["metric"]): r for r in result.outcome.rows}
+    tables = []
+    for table_id in dict.fromkeys(p.cell.table.id for p in result.planned):
+        spec = result.paper.table(table_id)
+        rows = []
+        for row_spec in spec.rows:
+            values: dict[str, float | None] = {}
+            reported: dict[str, float | None] = {}
+            for item in (p for p in result.planned if p.cell.table.id == table_id and p.cell.row is row_spec):
+                for metric, rep in zip(spec.metrics, item.cell.reported, strict=True):
+                    column = f"{item.cell.group.key} {metric}"
+                    found = measured.get((table_id, row_spec.name, item.cell.group.label, metric), {})
+                    value = found.get("reproduced")
+                    values[column] = None if value in (None, "") else float(value)
+                    reported[column] = rep
+            if values:
+                rows.append(AblationRow(row_spec.name, values, reported))
+        tables.append((table_id, rows))
+    return tables

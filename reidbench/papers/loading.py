@@ -7,7 +7,7 @@ from typing import Any
 
 from reidbench.errors import ReidbenchError, UnknownNameError
 from reidbench.papers.schema import METRICS, TABLE_KINDS, Cell, DatasetColumn, Paper, Row, Table
-from reidbench.recipes.loading import RECIPES_DIR, read_mapping, resolve_path
+from reidbench.recipes.loading import read_mapping, recipe_dirs, resolve_path
 
 PAPER_FILE = "paper.yaml"
 
@@ -16,18 +16,21 @@ class PaperSpecError(ReidbenchError):
     """A paper file problem: names the file, the key path and what was expected."""
 
 
-def list_papers(recipes_dir: Path = RECIPES_DIR) -> list[str]:
-    return sorted(p.parent.name for p in recipes_dir.glob(f"*/{PAPER_FILE}"))
+def list_papers(folders: list[Path] | None = None) -> list[str]:
+    """Paper keys: every ``<key>/paper.yaml`` in users' recipe folders and the shipped recipes."""
+    return sorted({p.parent.name for folder in folders or recipe_dirs() for p in folder.glob(f"*/{PAPER_FILE}")})
 
 
-def paper_path(key: str, recipes_dir: Path = RECIPES_DIR) -> Path:
+def paper_path(key: str, folders: list[Path] | None = None) -> Path:
+    """A paper file by path, or by key: the first ``<key>/paper.yaml`` in the recipe folders."""
     path = Path(key)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    path = recipes_dir / key.lower() / PAPER_FILE
-    if not path.is_file():
-        raise UnknownNameError("paper", key, list_papers(recipes_dir))
-    return path
+    for folder in folders or recipe_dirs():
+        path = folder / key.lower() / PAPER_FILE
+        if path.is_file():
+            return path
+    raise UnknownNameError("paper", key, list_papers(folders))
 
 
 def _need(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, source: Path) -> Any:
@@ -134,8 +137,8 @@ def _table(data: Any, datasets: dict[str, DatasetColumn], index: int, source: Pa
                  content=dict(data.get("content") or {}))
 
 
-def load_paper(key: str, recipes_dir: Path = RECIPES_DIR) -> Paper:
-    source = paper_path(key, recipes_dir)
+def load_paper(key: str, folders: list[Path] | None = None) -> Paper:
+    source = paper_path(key, folders)
     data = read_mapping(source, PaperSpecError)
     datasets = {}
     for name, raw in (_need(data, "datasets", dict, "paper", source)).items():
@@ -147,7 +150,7 @@ def load_paper(key: str, recipes_dir: Path = RECIPES_DIR) -> Paper:
     return Paper(key=_need(data, "paper", str, "paper", source), title=str(data.get("title", "")),
                  citation=str(data.get("citation", "")), source=str(data.get("source", "")),
                  tolerance=float(data.get("tolerance", 1.0)), datasets=datasets, tables=tables,
-                 notes=list(data.get("notes") or []))
+                 notes=list(data.get("notes") or []), docs=str(data.get("docs", "")))
 
 
 # ---- selection -------------------------------------------------------------------------------

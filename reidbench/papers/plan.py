@@ -63,9 +63,10 @@ def _record_status(record: Path) -> str | None:
     import json
 
     try:
-        return json.loads(record.read_text()).get("status")
+        data = json.loads(record.read_text())
     except ValueError:
         return None  # a damaged run record: the run does not count as finished
+    return data.get("status") if isinstance(data, dict) else None
 
 
 def run_state(run_dir: Path) -> str:
@@ -77,7 +78,8 @@ def run_state(run_dir: Path) -> str:
     return READY
 
 
-def _train_images(recipe: Recipe) -> int:
+def train_images(recipe: Recipe) -> int:
+    """Training images per epoch: the synthetic miniature's, or the dataset's (subset applied)."""
     data = recipe.data
     if data.synthetic:
         return data.synthetic_ids * data.synthetic_images_per_id
@@ -95,7 +97,7 @@ def estimate_cost(recipe: Recipe) -> float:
     from reidbench.profile import profile_config
 
     profile = profile_config(recipe.model.name, dict(recipe.model.options), (recipe.data.height, recipe.data.width))
-    return 3 * profile.gmacs * _train_images(recipe) * recipe.train.epochs / 1e3
+    return 3 * profile.gmacs * train_images(recipe) * recipe.train.epochs / 1e3
 
 
 def _data_check(recipe: Recipe, data_root: Path) -> tuple[str, str]:
@@ -112,6 +114,15 @@ def _data_check(recipe: Recipe, data_root: Path) -> tuple[str, str]:
     return ", ".join(texts), " ; ".join(missing)
 
 
+def without_recipe(cell: Cell, models: set[str]) -> tuple[str, str]:
+    """(status, reason) of a cell no recipe reproduces: cited, model not available, or no recipe yet."""
+    if cell.row.model is None:
+        return CITED, "cited from another paper; no model in reidbench"
+    if cell.row.model not in models:
+        return NO_MODEL, f"model {cell.row.model!r} is not in reidbench yet"
+    return NO_RECIPE, f"model {cell.row.model!r} exists but no recipe reproduces this cell yet"
+
+
 def plan_cells(cells: list[Cell], scale: str, seeds: int, data_root: Path, runs_root: Path,
                overrides: list[str] | None = None, with_cost: bool = True) -> list[PlannedCell]:
     """Decide, per cell, whether it can run and which runs (one per seed) it needs."""
@@ -122,13 +133,7 @@ def plan_cells(cells: list[Cell], scale: str, seeds: int, data_root: Path, runs_
     for cell in cells:
         row = cell.row
         if cell.recipe is None:
-            if row.model is None:
-                planned.append(PlannedCell(cell, CITED, "cited from another paper; no model in reidbench"))
-            elif row.model not in models:
-                planned.append(PlannedCell(cell, NO_MODEL, f"model {row.model!r} is not in reidbench yet"))
-            else:
-                planned.append(PlannedCell(cell, NO_RECIPE, f"model {row.model!r} exists but no recipe "
-                                                             f"reproduces this cell yet"))
+            planned.append(PlannedCell(cell, *without_recipe(cell, models)))
             continue
         # the row's set: defines the variant before the scale applies; the user's --set comes last
         variant, common = row.overrides, list(overrides or [])

@@ -78,7 +78,7 @@ def execute(runs: list[PlannedRun], data_root: Path, devices: list[str], jobs: i
             one(index, run, devices[0], in_process=True)
         return outcome
     # parallel runs would race to generate the same synthetic miniature: generate each once, here
-    from reidbench.engine.trainer import load_split
+    from reidbench.engine.build import load_split
 
     for run in runs:
         if run.recipe.data.synthetic:
@@ -113,10 +113,13 @@ def _scores(result: Any) -> dict[str, np.ndarray]:
 
 
 def _reevaluate(run_dir: Path, settings: Any) -> Any:
-    from reidbench.engine.trainer import evaluate_features
+    from reidbench.engine.features import evaluate_features
     from reidbench.evaluation.features import load_features
 
-    return evaluate_features(load_features(run_dir / "features.pt"), settings)
+    try:
+        return evaluate_features(load_features(run_dir / "features.pt"), settings)
+    except ValueError as error:  # a damaged or foreign features file in the run folder
+        raise ReidbenchError(str(error), hint=f"remove {run_dir} to train the cell again") from error
 
 
 def _per_query(run_dir: Path, recipe: Any, record: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -162,11 +165,11 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
         measured = [res.summary() for res in results]
         per_query = _scores(results[0]) if len(runs) == 1 else None
         eval_settings.update(metric=item.evaluation.metric, normalize=item.evaluation.normalize,
-                             rerank=asdict(item.evaluation.rerank) if item.evaluation.rerank else None)
+                             rerank=asdict(item.evaluation.rerank) if item.evaluation.rerank.enabled else None)
     else:
         measured = [r["metrics"] for r in records]
         per_query = _per_query(runs[0].run_dir, recipe, first) if len(runs) == 1 else None
-    model = _model_numbers(recipe, _num_classes(runs[0].run_dir))
+    model = _model_numbers(recipe, _num_classes(runs[0].run_dir, recipe))
     rerank = eval_settings.get("rerank") or {}
     env = first.get("environment", {})
     rows = []
@@ -179,7 +182,7 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
                "distance": eval_settings["metric"] + (" + DMLI local" if eval_settings.get("local_feature") else ""),
                "normalize": eval_settings["normalize"],
                "rerank_k1": rerank.get("k1"), "rerank_k2": rerank.get("k2"),
-               "rerank_lambda": rerank.get("lambda_value"), "precision": first["precision"],
+               "rerank_lambda_value": rerank.get("lambda_value"), "precision": first["precision"],
                "pretrained": first["pretrained"], "torch": env.get("torch"), "cuda": env.get("cuda_version") or "",
                "device": first["device"], "note": cell.row.note_for(cell.group.key, metric)}
         row.update(model)
@@ -205,14 +208,18 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
     return rows
 
 
-def _num_classes(run_dir: Path) -> int:
-    import torch
+def _num_classes(run_dir: Path, recipe: Any) -> int:
+    """The class count the run trained with, read at the model's classifiers (the model contract)."""
+    from reidbench.engine.checkpoint import load_checkpoint
+    from reidbench.models import create_model
+    from reidbench.models.contract import num_classes_of
 
-    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    for name, tensor in state["model"].items():
-        if "classifier" in name and name.endswith("weight") and tensor.ndim == 2:
-            return int(tensor.shape[0])
-    raise ReidbenchError(f"{run_dir}: cannot find the classifier in the checkpoint")
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    options = {k: v for k, v in recipe.model.options.items() if k != "pretrained"}
+    found = num_classes_of(state["model"], create_model(recipe.model.name, **options))
+    if found is None:
+        raise ReidbenchError(f"{run_dir}: the checkpoint holds no classifier of model {recipe.model.name}")
+    return found
 
 
 def leaderboard_order(paper: Paper) -> Callable[[dict[str, str]], tuple]:
@@ -273,17 +280,18 @@ def plan_reproduction(key: str, *, table: str | None = None, row: str | None = N
     paper = load_paper(key)
     cells = select_cells(paper, table, row, dataset, ablation_only=ablation_only)
     planned = plan_cells(cells, scale, seeds, data_root, runs_root or paths.runs_dir() / "reproduce", overrides)
-    return Reproduction(paper, planned, csv or leaderboard.leaderboard_path(paper.key))
+    return Reproduction(paper, planned, csv or leaderboard.leaderboard_path(paper.key, scale=scale))
 
 
 def run_reproduction(result: Reproduction, *, data_root: Path, jobs: int = 1, devices: list[str] | None = None,
                      device: str = "auto", say: Say = print) -> Reproduction:
     """Train the plan's missing runs (each once), then write every planned cell's leaderboard rows."""
-    from reidbench.engine.trainer import resolve_device
+    from reidbench.engine.build import resolve_device
     from reidbench.papers.plan import unique_runs
 
     if jobs < 1:
         raise ReidbenchError(f"--jobs: expected a positive integer, got {jobs}")
+    leaderboard.check_writable(result.csv)  # before hours of training, not after
     devices = devices or default_devices(device, jobs)
     for name in devices:
         resolve_device(name)

@@ -48,7 +48,7 @@ class Row:
     extra: dict[str, str] = field(default_factory=dict)  # other printed columns ("Params": "~2.5M")
     notes: dict[str, str] = field(default_factory=dict)  # "*" (whole row), a group key, or "group/metric"
     overrides: list[str] = field(default_factory=list)  # `set:` recipe overrides (key=value) for this row
-    # `evaluate:` eval-only overrides ("eval.rerank.k1=20"): the cell re-evaluates the features of the run
+    # `evaluate:` eval-only overrides ("eval.rerank.enabled=true"): the cell re-evaluates the features of the run
     # trained without them (re-ranked rows share the training run of the plain row)
     eval_overrides: list[str] = field(default_factory=list)
 
@@ -83,11 +83,12 @@ class Paper:
     key: str  # "masenet"
     title: str
     citation: str
-    source: str
+    source: str  # where the printed values come from (the publication)
     tolerance: float  # percentage points within which a reproduction counts as matching the paper
     datasets: dict[str, DatasetColumn]
     tables: list[Table]
     notes: list[str] = field(default_factory=list)
+    docs: str = ""  # the repository's notes on this paper (docs/papers/<key>.md)
 
     def table(self, table_id: str) -> Table:
         for table in self.tables:

@@ -9,17 +9,28 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reidbench.errors import ReidbenchError, closest
+from reidbench import paths
+from reidbench.errors import ReidbenchError, UnknownNameError, closest
 from reidbench.recipes.schema import LossTerm, ModelSection, Recipe
 
 SCALES = ("full", "small", "smoke")
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def shipped_recipes_dir() -> Path:
+    """The recipes that come with reidbench: the copy inside an installed wheel (setup.py maps the
+    top-level ``recipes/`` folder to ``reidbench/recipes/shipped``), else the checkout's ``recipes/``."""
+    packaged = Path(__file__).resolve().parent / "shipped"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "recipes"
+
+
+RECIPES_DIR = shipped_recipes_dir()
 # What `--scale smoke` means when a recipe does not say: the synthetic miniature, a tiny schedule.
 SMOKE_DEFAULTS: dict[str, Any] = {
     "data": {"synthetic": True, "batch_size": 16, "test_batch_size": 64, "workers": 0,
@@ -57,12 +68,18 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def recipe_dirs() -> list[Path]:
+    """Where recipe names are looked up, in order: users' folders (``--recipes-dir``,
+    ``$REIDBENCH_RECIPES``), then the recipes shipped with reidbench."""
+    return [*paths.user_recipe_dirs(), RECIPES_DIR]
+
+
 def resolve_path(name: str | Path, relative_to: Path | None = None) -> Path:
-    """A recipe file: a path, a path relative to the including file, or a name under recipes/."""
-    candidates = [Path(name)]
-    if relative_to is not None:
-        candidates.append(relative_to / name)
-    candidates += [RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml", Path("recipes") / f"{name}.yaml"]
+    """A recipe file: relative to the including file (``base:``), a path, or a name in ``recipe_dirs()``."""
+    candidates = [relative_to / name] if relative_to is not None else []
+    candidates.append(Path(name))
+    for folder in recipe_dirs():
+        candidates += [folder / name, folder / f"{name}.yaml"]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -72,7 +89,12 @@ def resolve_path(name: str | Path, relative_to: Path | None = None) -> Path:
 def read_mapping(path: Path, error_type: type[ReidbenchError] = ReidbenchError) -> dict[str, Any]:
     """A YAML file whose top level is a mapping; a syntax error names the file and line."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise error_type(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})",
+                         hint="save the file as UTF-8") from error
+    except OSError as error:
+        raise error_type(f"{path}: cannot be read ({error.strerror})") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -199,6 +221,8 @@ def load_recipe(path: str | Path, scale: str = "full", overrides: list[str] | No
         raise RecipeError(f"--scale: expected one of {', '.join(SCALES)}, got {scale!r}")
     file = resolve_path(path)
     tree = _apply_overrides(read_yaml(file), base_overrides or [])
+    # the file as written is checked too: a scale's overrides must not hide a bad value or name in it
+    _check_values(build(Recipe, {**tree, "scale": "full"}, "", str(file)), str(file))
     scales = tree.get("scales", {}) or {}
     if scale == "smoke":
         tree = deep_merge(tree, deep_merge(SMOKE_DEFAULTS, scales.get("smoke", {})))
@@ -223,19 +247,129 @@ def _apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, An
     return tree
 
 
+def _positive(value: Any) -> bool:
+    return value >= 1
+
+
+def _probability(value: Any) -> bool:
+    return 0.0 <= value <= 1.0
+
+
 def _check_values(recipe: Recipe, source: str) -> None:
-    checks = [
-        ("train.epochs", recipe.train.epochs >= 1, "a positive integer"),
-        ("data.batch_size", recipe.data.batch_size >= 1, "a positive integer"),
-        ("optim.lr", recipe.optim.lr > 0, "a positive number"),
-        ("data.sampler.num_instances",
-         recipe.data.batch_size % max(1, recipe.data.sampler.num_instances) == 0,
-         "a divisor of data.batch_size"),
-        ("data.height", recipe.data.height >= 16 and recipe.data.width >= 16, "at least 16 pixels"),
+    """Every value checked against what the run needs, before any work starts; the error names the key."""
+    d, t, tr, o, s, e = recipe.data, recipe.train, recipe.data.transforms, recipe.optim, recipe.schedule, recipe.eval
+    positive, at_least_0 = "a positive integer", "0 or more"
+    checks: list[tuple[str, Any, bool, str]] = [
+        ("train.epochs", t.epochs, _positive(t.epochs), positive),
+        ("train.seed", t.seed, 0 <= t.seed < 2**32, "an integer in [0, 2**32)"),
+        ("train.eval_every", t.eval_every, _positive(t.eval_every), positive),
+        ("train.log_every", t.log_every, _positive(t.log_every), positive),
+        ("train.fixbase_epochs", t.fixbase_epochs, t.fixbase_epochs >= 0, at_least_0),
+        ("train.grad_clip", t.grad_clip, t.grad_clip is None or t.grad_clip > 0, "a positive number or null"),
+        ("data.batch_size", d.batch_size, _positive(d.batch_size), positive),
+        ("data.test_batch_size", d.test_batch_size, _positive(d.test_batch_size), positive),
+        ("data.workers", d.workers, d.workers >= 0, at_least_0),
+        ("data.height", d.height, d.height >= 16, "at least 16 pixels"),
+        ("data.width", d.width, d.width >= 16, "at least 16 pixels"),
+        ("data.sampler.num_instances", d.sampler.num_instances, _positive(d.sampler.num_instances), positive),
+        ("data.sampler.num_instances", d.sampler.num_instances,
+         d.sampler.name == "random" or d.batch_size % max(1, d.sampler.num_instances) == 0,
+         f"a divisor of data.batch_size ({d.batch_size})"),
+        ("data.subset.train_ids", d.subset.train_ids, d.subset.train_ids is None or d.subset.train_ids >= 1,
+         "a positive integer or null"),
+        ("data.subset.test_id_fraction", d.subset.test_id_fraction,
+         d.subset.test_id_fraction is None or 0 < d.subset.test_id_fraction <= 1, "a fraction in (0, 1] or null"),
+        *[(f"data.transforms.{key}", getattr(tr, key), _probability(getattr(tr, key)), "a probability in [0, 1]")
+          for key in ("flip", "translate", "erasing", "cutout")],
+        ("data.transforms.pad", tr.pad, tr.pad >= 0, at_least_0),
+        ("data.transforms.cutout_size", tr.cutout_size, _positive(tr.cutout_size), positive),
+        ("data.transforms.mean", tr.mean, len(tr.mean) == 3, "3 numbers (R, G, B)"),
+        ("data.transforms.std", tr.std, len(tr.std) == 3 and all(v > 0 for v in tr.std), "3 positive numbers"),
+        ("data.transforms.erasing_fill", tr.erasing_fill,
+         tr.erasing_fill in ("mean", "random") if isinstance(tr.erasing_fill, str) else len(tr.erasing_fill) == 3,
+         "mean, random or 3 numbers"),
+        ("data.transforms.color_jitter", tr.color_jitter,
+         tr.color_jitter is None or (len(tr.color_jitter) == 4 and min(tr.color_jitter) >= 0),
+         "4 numbers >= 0 (brightness, contrast, saturation, hue) or null"),
+        ("optim.lr", o.lr, o.lr > 0, "a positive number"),
+        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, at_least_0),
+        ("optim.bias_weight_decay", o.bias_weight_decay, o.bias_weight_decay is None or o.bias_weight_decay >= 0,
+         "0 or more, or null"),
+        ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "a number in [0, 1)"),
+        ("optim.bias_lr_factor", o.bias_lr_factor, o.bias_lr_factor > 0, "a positive number"),
+        ("optim.center_lr", o.center_lr, o.center_lr > 0, "a positive number"),
+        ("schedule.milestones", s.milestones,
+         min(s.milestones, default=0) >= 0 and s.milestones == sorted(s.milestones), "ascending epochs >= 0"),
+        ("schedule.step_size", s.step_size, _positive(s.step_size), positive),
+        ("schedule.gamma", s.gamma, s.gamma > 0, "a positive number"),
+        ("schedule.warmup_epochs", s.warmup_epochs, s.warmup_epochs >= 0, at_least_0),
+        ("schedule.warmup_factor", s.warmup_factor, 0 < s.warmup_factor <= 1, "a number in (0, 1]"),
+        ("schedule.min_lr", s.min_lr, s.min_lr >= 0, at_least_0),
+        *[(f"loss[{i}].weight", term.weight, term.weight >= 0, at_least_0) for i, term in enumerate(recipe.loss)],
     ]
-    for key, ok, expected in checks:
+    # re-ranking settings are checked even while eval.rerank.enabled is false
+    checks += [("eval.rerank.k1", e.rerank.k1, _positive(e.rerank.k1), positive),
+               ("eval.rerank.k2", e.rerank.k2, _positive(e.rerank.k2), positive),
+               ("eval.rerank.lambda_value", e.rerank.lambda_value, _probability(e.rerank.lambda_value),
+                "a number in [0, 1]")]
+    for key, value, ok, expected in checks:
         if not ok:
-            raise RecipeError(f"{source}: {key}: expected {expected}")
+            raise RecipeError(f"{source}: {key}: expected {expected}, got {value!r}")
+    _check_names(recipe, source)
+
+
+def _check_names(recipe: Recipe, source: str) -> None:
+    """Names (model, datasets, variant, losses, optimiser, schedule, sampler, metric) and the options handed to
+    constructors, checked by the code that will use them; the error is prefixed with the file and the key."""
+    from reidbench.data.registry import get_dataset
+    from reidbench.data.samplers import SAMPLERS
+    from reidbench.data.synth import check_size
+    from reidbench.engine.optim import OPTIMIZERS, SCHEDULES
+    from reidbench.evaluation import METRICS
+    from reidbench.losses import build_losses
+    from reidbench.losses.core import LOSSES
+    from reidbench.models.registry import check_model
+
+    d = recipe.data
+
+    def name_in(kind: str, value: str, choices: tuple[str, ...]) -> Callable[[], None]:
+        def check() -> None:
+            if value not in choices:
+                raise UnknownNameError(kind, value, choices)
+        return check
+
+    def variant() -> None:
+        specs = [get_dataset(name) for name in dict.fromkeys((d.train, d.test))]
+        with_variants = [spec for spec in specs if spec.variants[0].name != "default"]
+        if d.variant is not None and not with_variants:
+            raise ReidbenchError(f"data.variant: {' and '.join(s.name for s in specs)} "
+                                 f"{'has' if len(specs) == 1 else 'have'} no variants, got {d.variant!r}",
+                                 hint="remove data.variant (it selects e.g. cuhk03's detected / labeled)")
+        for spec in with_variants:
+            spec.variant(d.variant)
+
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("model.name", lambda: check_model(recipe.model.name, recipe.model.options)),
+        ("data.train", lambda: get_dataset(d.train)), ("data.test", lambda: get_dataset(d.test)),
+        ("data.variant", variant),
+        ("data.sampler.name", name_in("sampler", d.sampler.name, SAMPLERS)),
+        ("optim.name", name_in("optimiser", recipe.optim.name, OPTIMIZERS)),
+        ("schedule.name", name_in("schedule", recipe.schedule.name, SCHEDULES)),
+        ("eval.metric", name_in("metric", recipe.eval.metric, METRICS)),
+        *[(f"loss[{i}].name", name_in("loss", term.name, tuple(LOSSES))) for i, term in enumerate(recipe.loss)],
+        ("loss", lambda: build_losses(recipe.loss, num_classes=2)),  # each term's options
+    ]
+    if d.synthetic:
+        keys = ("data.synthetic_ids", "data.synthetic_images_per_id")
+        steps += [(keys[0], lambda: check_size(d.train, d.synthetic_ids, d.synthetic_images_per_id, keys)),
+                  (keys[0], lambda: check_size(d.test, d.synthetic_ids, d.synthetic_images_per_id, keys))]
+    for key, step in steps:
+        try:
+            step()
+        except ReidbenchError as error:
+            named = error.message.startswith(key.split(".")[0])  # already names the key (or its section)
+            message = error.message if named else f"{key}: {error.message}"
+            raise RecipeError(f"{source}: {message}", hint=error.hint) from error
 
 
 def to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -98,11 +98,12 @@ class TrainSection:
     log_every: int = 20
     # torchreid's "fixbase": the first N epochs train only these top-level modules (others frozen, eval mode)
     fixbase_epochs: int = 0
-    open_layers: list[str] = field(default_factory=lambda: ["classifier"])
+    open_layers: list[str] = field(default_factory=list)  # empty: the model's classifiers (get_classifier)
 
 
 @dataclass
 class RerankSection:
+    enabled: bool = False  # k-reciprocal re-ranking on/off; k1/k2/lambda_value alone never turn it on
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
@@ -114,7 +115,7 @@ class EvalSection:
     local_feature: str | None = None  # stripe output added as the DMLI local distance (AlignedReID++)
     metric: str = "euclidean"
     normalize: bool = False
-    rerank: RerankSection | None = None
+    rerank: RerankSection = field(default_factory=RerankSection)
     flip: bool = False
 
 

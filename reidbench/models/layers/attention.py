@@ -6,6 +6,8 @@ Every module maps a feature map [N, C, H, W] to one of the same shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -139,21 +141,20 @@ class PooledECA(nn.Module):
         return x * torch.sigmoid(avg + peak)[:, 0, :, None, None]
 
 
+#: attention modules by recipe name (timm's ``create_attn`` in spirit): name -> constructor(channels, reduction)
+ATTENTION_REGISTRY: dict[str, Callable[[int, int], nn.Module]] = {
+    "cwa": lambda channels, reduction: ChannelWiseAttention(channels, reduction, "mul"),
+    "cwa_add": lambda channels, reduction: ChannelWiseAttention(channels, reduction, "add"),
+    "bam": BottleneckAttention,
+    "sp": SpatialAttention,
+    "eca": lambda channels, reduction: PooledECA(channels),
+    "se": SEAttention,
+}
+ATTENTIONS = tuple(ATTENTION_REGISTRY)
+
+
 def build_attention(name: str, channels: int, reduction: int = 16) -> nn.Module:
-    """An attention module by recipe name: cwa, cwa_add, bam, sp, eca, se."""
-    if name == "cwa":
-        return ChannelWiseAttention(channels, reduction, "mul")
-    if name == "cwa_add":
-        return ChannelWiseAttention(channels, reduction, "add")
-    if name == "bam":
-        return BottleneckAttention(channels, reduction)
-    if name == "sp":
-        return SpatialAttention(channels, reduction)
-    if name == "eca":
-        return PooledECA(channels)
-    if name == "se":
-        return SEAttention(channels, reduction)
-    raise ValueError(f"attention: expected one of {', '.join(ATTENTIONS)}, got {name!r}")
-
-
-ATTENTIONS = ("cwa", "cwa_add", "bam", "sp", "eca", "se")
+    """An attention module by recipe name (see ``ATTENTION_REGISTRY``)."""
+    if name not in ATTENTION_REGISTRY:
+        raise ValueError(f"attention: expected one of {', '.join(ATTENTIONS)}, got {name!r}")
+    return ATTENTION_REGISTRY[name](channels, reduction)

@@ -1,0 +1,109 @@
+"""The model contract: what every registered model declares and what the rest of reidbench relies on.
+
+Code outside ``models/`` (profile, trainer, test, reproduce, checkpoint loading) uses only this
+contract, never module names. See ``docs/adding-a-model.md``.
+
+A model is a :class:`ReIDModel` subclass that
+
+- implements ``forward_features(images)`` (the trunk's output, any structure the head needs) and
+  ``forward_head(features)`` returning :data:`ModelOutputs` (``forward`` chains the two);
+- declares ``train_outputs`` and ``eval_outputs``: the :data:`ModelOutputs` keys it returns in train
+  and in eval mode (the loss terms of a recipe and ``eval.feature`` name these keys);
+- returns its classifier modules from ``get_classifier()`` (left out of the deploy parameter count and
+  re-sized when a checkpoint of another dataset is loaded) and its trunk from ``backbone_modules()``;
+- states ``default_input`` (height, width) and, when it can start from published weights, a
+  ``pretrained_cfg`` (see :mod:`reidbench.models.pretrained`), set by its constructor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypedDict
+
+import torch
+from torch import nn
+
+from reidbench.models.pretrained import LoadReport, PretrainedCfg
+
+#: Every output a model may return, by name. ``embedding`` is the test feature of most models.
+OUTPUT_FIELDS: dict[str, str] = {
+    "embedding": "the test feature [N, D] (what retrieval ranks by, unless a recipe names another output)",
+    "global": "the global feature [N, D] the triplet loss reads (often before a BN neck)",
+    "logits": "identity logits [N, classes] of the global branch",
+    "local": "local (part / stripe) features: [N, D] concatenated parts or [N, H, D] stripes",
+    "local_logits": "identity logits of the local branch (one tensor)",
+    "parts": "per-part features [N, P, D] of multi-branch models",
+    "part_logits": "per-part identity logits [N, P, classes]",
+    "sam": "MSINet's spatial-alignment scores [B + 1, B, M] (training only)",
+    "attention": "a model's own attention weights, for losses and visualisation",
+    "aux": "any further named tensors (dict) a family's own loss terms read",
+}
+
+ModelOutputs = TypedDict("ModelOutputs", {
+    "embedding": torch.Tensor,
+    "global": torch.Tensor,
+    "logits": torch.Tensor,
+    "local": torch.Tensor,
+    "local_logits": torch.Tensor,
+    "parts": torch.Tensor,
+    "part_logits": torch.Tensor,
+    "sam": torch.Tensor,
+    "attention": torch.Tensor,
+    "aux": dict,
+}, total=False)
+
+
+class ReIDModel(nn.Module):
+    """Base class of every registered model (timm's ``forward_features`` / ``forward_head`` /
+    ``get_classifier`` / ``pretrained_cfg`` split)."""
+
+    default_input: ClassVar[tuple[int, int]] = (256, 128)
+    train_outputs: ClassVar[tuple[str, ...]] = ()
+    eval_outputs: ClassVar[tuple[str, ...]] = ("embedding",)
+    #: published weights this model can start from (None: from scratch only); set per instance
+    pretrained_cfg: PretrainedCfg | None = None
+    #: what :func:`reidbench.models.pretrained.load_pretrained` loaded (None until it ran)
+    pretrained_report: LoadReport | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in (*cls.train_outputs, *cls.eval_outputs):
+            if name not in OUTPUT_FIELDS:
+                raise TypeError(f"{cls.__name__}: output {name!r} is not a contract field "
+                                f"({', '.join(OUTPUT_FIELDS)})")
+
+    def forward_features(self, images: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def forward_head(self, features: Any) -> ModelOutputs:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> ModelOutputs:
+        return self.forward_head(self.forward_features(images))
+
+    def get_classifier(self) -> list[nn.Module]:
+        """The identity classifiers (training only; not deployed)."""
+        raise NotImplementedError
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """The trunk (what papers count as "backbone" parameters)."""
+        raise NotImplementedError
+
+
+def classifier_parameters(model: ReIDModel) -> set[int]:
+    return {id(p) for m in model.get_classifier() for p in m.parameters()}
+
+
+def classifier_weight_names(model: ReIDModel) -> list[str]:
+    """State-dict names of the classifiers' weight matrices (their first dimension is the class count)."""
+    modules = {id(m) for m in model.get_classifier()}
+    return [f"{name}.weight" if name else "weight" for name, m in model.named_modules()
+            if id(m) in modules and getattr(m, "weight", None) is not None]
+
+
+def num_classes_of(model_cls_state: dict[str, torch.Tensor], model: ReIDModel) -> int | None:
+    """The class count of a state dict, read at the model's classifier weights."""
+    for name in classifier_weight_names(model):
+        tensor = model_cls_state.get(name)
+        if tensor is not None and tensor.ndim >= 2:
+            return int(tensor.shape[0])
+    return None
