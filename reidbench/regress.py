@@ -5,22 +5,13 @@ A suite (``recipes/regress/<suite>.yaml``) lists cases: a recipe and ``--set`` o
 loss term and of the weighted total that is optimised, the deploy parameter count and the query and gallery
 sizes.
 
-Tolerances come from the noise a change of machine brings. Once the order of a float reduction changes (another
-thread count, torch version or CPU kernel), training follows a trajectory that differs from the reference as
-much as another seed's does. So ``--update`` trains every case over the suite's seeds x thread counts, in this
-interpreter and in every other one named with ``--python`` (other torch versions installed side by side), and
-the golden file (``recipes/regress/golden-<suite>.yaml``) keeps, per measurement, the samples, their mean and
-standard deviation, the reference run's value (first seed, this interpreter, its thread count) and two
-tolerances:
-
-- ``cross_env`` = ``sigmas`` x the standard deviation (never below the same-environment floor), around the
-  mean; rank metrics are rounded up to whole queries (100 / queries points each). It applies whenever the
-  environment differs from the golden file's ``environment`` (torch, torchvision, numpy, Python, CPU model,
-  CPU capability and instruction-set flags, threads).
-- ``same_env``: the floors of the suite (one query, fixed points of mAP/mINP, a share of each loss), around the
-  reference value. In the identical environment a CPU run repeats the reference run bit for bit, so anything
-  beyond the floor is a change of code or data.
-
+Tolerances come from the noise a change of machine brings (docs/regression.md). ``--update`` trains every case
+over the suite's seeds x thread counts, in this interpreter and in every other one named with ``--python``
+(other torch versions installed side by side); the golden file (``recipes/regress/golden-<suite>.yaml``)
+keeps, per measurement, the samples, their mean and standard deviation, the reference run's value and two
+tolerances: ``cross_env`` (``sigmas`` x std around the mean, rank metrics in whole queries), used when the
+environment differs from the golden file's ``environment``, and ``same_env`` (the suite's floors around the
+reference value), used in the identical environment, where a CPU run repeats the reference run bit for bit.
 Parameter, query and gallery counts must match exactly everywhere.
 """
 
@@ -36,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,17 +218,23 @@ def chance_levels(split: Any, draws: int = CHANCE_DRAWS) -> dict[str, float]:
 
 
 def measure(recipe: Recipe, run_dir: Path, data_root: Path, device: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train once in a fresh folder: the measurements, and facts about the run (seconds, chance levels)."""
+    """Train once in a fresh folder: the measurements, and facts about the run (wall and CPU seconds of all
+    threads, chance levels)."""
+    import torch
+
     from reidbench.engine.trainer import Trainer
     from reidbench.models import create_model
     from reidbench.profile import parameter_counts
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer = Trainer(recipe, run_dir=run_dir, device=device, data_root=data_root, quiet=True)
     record = trainer.run()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    # numba's OpenMP layer (the evaluation) resets the OpenMP thread count torch shares: the next run keeps ours
+    torch.set_num_threads(threads)
     values = {key: 100 * value for key, value in record.metrics.items() if key in METRICS}
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = [e for e in epochs if "eval" not in e][-1]
@@ -247,7 +245,8 @@ def measure(recipe: Recipe, run_dir: Path, data_root: Path, device: str) -> tupl
     values["deploy_params"] = float(deploy)
     values["queries"] = float(record.num_valid_queries)
     values["gallery"] = float(len(trainer.test_split.gallery))
-    return values, {"seconds": round(seconds, 1), "chance": chance_levels(trainer.test_split)}
+    return values, {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+                    "chance": chance_levels(trainer.test_split)}
 
 
 # ---- tolerances and comparison ----
@@ -293,8 +292,9 @@ def _sample_here(case: Case, seed: int, threads: int, run_dir: Path, data_root: 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        environment = numerics_environment()
         values, info = measure(case.load(seed), run_dir, data_root, device)
-        return values, info, numerics_environment()
+        return values, info, environment
     finally:
         torch.set_num_threads(before)
 
@@ -319,50 +319,61 @@ def _sample_in(python: str, suite: Suite, case: Case, seed: int, threads: int, r
     return result["values"], result["info"], result["environment"]
 
 
-def _update_case(suite: Suite, case: Case, pythons: list[str], runs: Path, data_root: Path,
-                 say: Any) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """Every sample of one case; returns its golden entry, the reference environment, the sample labels."""
+def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, data_root: Path, jobs: int,
+            say: Any) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Every sample of every case (``jobs`` at a time, each in its own process when jobs > 1).
+
+    Returns the golden entry per case, the reference runs' environment and the sample labels.
+    """
     import torch
 
-    reference_seed, reference_threads = case.load().train.seed, torch.get_num_threads()
-    plan = [(python, threads, seed) for python in [None, *pythons] for threads in suite.threads
-            for seed in suite.seeds]
-    if (None, reference_threads, reference_seed) not in plan:
-        plan.insert(0, (None, reference_threads, reference_seed))
-    samples, labels = [], []
-    reference: tuple[dict[str, float], dict[str, Any], dict[str, Any]] | None = None
-    for python, threads, seed in plan:
-        run_dir = runs / f"{case.name}-update"
+    reference_threads = torch.get_num_threads()
+    tasks = []
+    for case in cases:
+        reference = (case.name, None, reference_threads, case.load().train.seed)
+        plan = [(case.name, python, threads, seed) for python in [None, *pythons] for threads in suite.threads
+                for seed in suite.seeds]
+        tasks += ([] if reference in plan else [reference]) + plan
+    by_name = {case.name: case for case in cases}
+
+    def sample(task: tuple[str, str | None, int, int]) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
+        name, python, threads, seed = task
+        run_dir = runs / f"{name}-update-{tasks.index(task)}"
         start = time.perf_counter()
-        if python is None:
-            sample = _sample_here(case, seed, threads, run_dir, data_root, suite.device)
+        if python is None and jobs == 1:
+            result = _sample_here(by_name[name], seed, threads, run_dir, data_root, suite.device)
         else:
-            sample = _sample_in(python, suite, case, seed, threads, run_dir, data_root)
+            result = _sample_in(python or sys.executable, suite, by_name[name], seed, threads, run_dir, data_root)
         shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of big models add up over the samples
-        label = f"torch {sample[2]['torch']}, {threads} threads, seed {seed}"
-        say(f"{case.name}: {label}: mAP {sample[0]['mAP']:.2f} in {time.perf_counter() - start:.0f} s")
-        samples.append(sample[0])
-        labels.append(label)
-        if (python, threads, seed) == (None, reference_threads, reference_seed):
-            reference = sample
-    assert reference is not None
-    values, info, environment = reference
-    metrics = {metric: summarize(metric, [s[metric] for s in samples], values[metric], values["queries"], suite)
-               for metric in values}
-    entry = {"recipe": case.recipe, "recipe_hash": recipe_hash(case.load()), "seconds": info["seconds"],
-             "queries": int(values["queries"]), "gallery": int(values["gallery"]), "chance": info["chance"],
-             "metrics": metrics}
-    return entry, environment, labels
+        say(f"{name}: torch {result[2]['torch']}, {threads} threads, seed {seed}: mAP {result[0]['mAP']:.2f} "
+            f"in {time.perf_counter() - start:.0f} s")
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = dict(zip(tasks, pool.map(sample, tasks), strict=True))
+    measured, environment, labels = {}, {}, []
+    for case in cases:
+        mine = [(task, result) for task, result in results.items() if task[0] == case.name]
+        reference = next(result for task, result in mine
+                         if task[1:] == (None, reference_threads, case.load().train.seed))
+        values, info, environment = reference
+        labels = [f"torch {result[2]['torch']}, {task[2]} threads, seed {task[3]}" for task, result in mine]
+        metrics = {metric: summarize(metric, [result[0][metric] for _, result in mine], values[metric],
+                                     values["queries"], suite) for metric in values}
+        measured[case.name] = {"recipe": case.recipe, "recipe_hash": recipe_hash(case.load()),
+                               "cpu_seconds": info["cpu_seconds"], "queries": int(values["queries"]),
+                               "gallery": int(values["gallery"]), "chance": info["chance"], "metrics": metrics}
+    return measured, environment, labels
 
 
 GOLDEN_HEADER = """\
 # Golden values of the '{suite}' regression suite: written by `reidbench regress --suite {suite} --update`.
-# Per case: seconds of the reference run, query and gallery sizes, the chance level of R1 and mAP (%, random
-# rankings of this split), and per measurement: the reference run's value (first seed, the interpreter and
-# thread count of `environment`), the samples over measured.samples (seeds x threads x torch versions), their
-# mean and standard deviation, same_env (the suite's floors, around the reference, used when the environment
-# is identical) and cross_env (measured.sigmas x std, at least the floor, rank metrics in whole queries,
-# around the mean, used otherwise). See reidbench/regress.py.
+# Per case: CPU seconds of the reference run (all threads), query and gallery sizes, the chance level of R1
+# and mAP (%, random rankings of this split), and per measurement: the reference run's value (first seed, the
+# interpreter and thread count of `environment`), the samples over measured.samples (seeds x threads x torch
+# versions), their mean and standard deviation, same_env (the suite's floors, around the reference, used when
+# the environment is identical) and cross_env (measured.sigmas x std, at least the floor, rank metrics in
+# whole queries, around the mean, used otherwise). See docs/regression.md.
 """
 
 
@@ -386,7 +397,7 @@ def _write_golden(suite: Suite, golden: dict[str, Any], measured: dict[str, Any]
 
 
 def run_suite(name: str, update: bool = False, data_root: Path | None = None, cases: list[str] | None = None,
-              tolerance_mode: str = "auto", pythons: list[str] | None = None,
+              tolerance_mode: str = "auto", pythons: list[str] | None = None, jobs: int = 1,
               say: Any = print) -> tuple[Report, str]:
     """Run a suite and compare with the golden file, or (update) sample the noise and rewrite it.
 
@@ -418,8 +429,7 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
             report.environment += f"; --tolerances {tolerance_mode} applies"
         say(report.environment)
     measured: dict[str, Any] = {}
-    environment: dict[str, Any] = current
-    labels: list[str] = []
+    runnable = []
     for case in selected:
         recipe = case.load()
         missing = _missing_data(recipe, data_root)
@@ -428,8 +438,7 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
             say(f"skipped {case.name}: {missing}")
             continue
         if update:
-            measured[case.name], environment, labels = _update_case(suite, case, pythons or [], runs, data_root,
-                                                                    say)
+            runnable.append(case)
             continue
         got, info = measure(recipe, runs / case.name, data_root, suite.device)
         say(f"{case.name}: trained and evaluated in {info['seconds']:.0f} s")
@@ -441,7 +450,10 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
             report.notes.append(f"{case.name}: the resolved recipe changed since the golden run "
                                 f"({expected.get('recipe_hash')} -> {recipe_hash(recipe)})")
         report.checks += compare(case.name, expected, got, same_env)
-    diff = _write_golden(suite, golden, measured, environment, labels, pythons or []) if update and measured else ""
+    diff = ""
+    if update and runnable:
+        measured, environment, labels = _update(suite, runnable, pythons or [], runs, data_root, jobs, say)
+        diff = _write_golden(suite, golden, measured, environment, labels, pythons or [])
     return report, diff
 
 

@@ -89,7 +89,7 @@ def test_small_suite_skips_cases_without_data_and_says_why(tmp_path, monkeypatch
 
 def test_committed_ci_golden_is_sampled_across_environments_and_well_above_chance():
     suite = load_suite("ci")
-    assert {c.name for c in suite.cases} >= {"bot_resnet50", "msinet", "masenet", "aap_reid"}
+    assert {c.name for c in suite.cases} >= {"bot", "msinet", "masenet", "aap_reid"}
     golden = read_golden(golden_path(suite))
     measured = golden["measured"]
     assert set(measured["threads"]) >= {1, 2} and len(measured["seeds"]) >= 3
@@ -145,9 +145,9 @@ def _one_image_per_id(monkeypatch):
 
 def _bnneck_bypassed_at_test(monkeypatch):
     """Evaluation reads the feature before the BNNeck instead of after it."""
-    from reidbench.models.resnet_reid import BNNeckHead
+    from reidbench.models.layers.necks import BNNeck
 
-    original = BNNeckHead.forward
+    original = BNNeck.forward
 
     def forward(self, feature_map):
         out = original(self, feature_map)
@@ -155,7 +155,7 @@ def _bnneck_bypassed_at_test(monkeypatch):
             out["embedding"] = out["global"]
         return out
 
-    monkeypatch.setattr(BNNeckHead, "forward", forward)
+    monkeypatch.setattr(BNNeck, "forward", forward)
 
 
 def _labels_shuffled(monkeypatch):
@@ -177,9 +177,9 @@ def _labels_shuffled(monkeypatch):
 # bug -> the ci case it is planted in (BNNeck: the BoT case, whose test feature is the BNNeck's)
 PLANTED_BUGS = {
     "triplet margin sign": (_triplet_margin_sign, "msinet"),
-    "one image per id": (_one_image_per_id, "msinet"),
-    "BNNeck bypassed at test": (_bnneck_bypassed_at_test, "bot_resnet50"),
-    "labels shuffled": (_labels_shuffled, "msinet"),
+    "one image per id": (_one_image_per_id, "bot"),
+    "BNNeck bypassed at test": (_bnneck_bypassed_at_test, "bot"),
+    "labels shuffled": (_labels_shuffled, "aap_reid"),
 }
 
 

@@ -22,6 +22,8 @@ def regress_command(
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads for the runs (default: torch's)."),
     python: list[str] = typer.Option([], "--python", help="With --update: another interpreter (another torch "
                                                           "version) whose runs join the samples; repeatable."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="With --update: samples trained at once, each in its own "
+                                                      "process."),
 ) -> None:
     """Train each main model on small data with fixed seeds and compare with the committed golden file."""
     import torch
@@ -34,7 +36,7 @@ def regress_command(
         torch.set_num_threads(threads)
     console = Console()
     report, diff = run_suite(suite, update=update, data_root=data_root_of(ctx),
-                             cases=case or None, tolerance_mode=tolerances, pythons=python,
+                             cases=case or None, tolerance_mode=tolerances, pythons=python, jobs=jobs,
                              say=lambda line: console.print(line, markup=False, highlight=False))
     if update:
         console.print(diff or "golden file unchanged", markup=False, highlight=False)
