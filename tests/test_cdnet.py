@@ -16,12 +16,8 @@ from reidbench.models.cdnet import GENOTYPES, CBlock
 from reidbench.recipes import load_recipe
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def test_profile_prints_the_backbone_and_deploy_counts(run_cli):
+def test_profile_prints_the_backbone_and_deploy_counts(run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh profile
     code, out, err = run_cli("profile", "cdnet", "--json")
     assert code == 0, err
     result = json.loads(out)

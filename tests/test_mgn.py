@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -17,12 +18,8 @@ from reidbench.models.pretrained import load_pretrained
 from reidbench.recipes import load_recipe
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def test_profile_matches_the_reimplementation_count(run_cli):
+def test_profile_matches_the_reimplementation_count(run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh profile
     code, out, err = run_cli("profile", "mgn", "--json")
     assert code == 0, err
     result = json.loads(out)
@@ -103,3 +100,17 @@ def test_recipe_states_the_paper_choices():
     assert recipe.eval.flip and recipe.eval.normalize and recipe.model.options["pool"] == "max"
     smoke = load_recipe("mgn/mgn_msmt17", scale="smoke")
     assert smoke.model.options["depth"] == 18 and smoke.data.train == "msmt17"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ["MGN", "CDNet"])
+def test_masenet_baseline_cells_train_at_smoke_scale(row, run_cli, monkeypatch, tmp_path):
+    for name in ("REIDBENCH_DATA", "REIDBENCH_RUNS", "REIDBENCH_LEADERBOARDS", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    code, out, err = run_cli("reproduce", "masenet", "--table", "Table III", "--row", row, "--scale", "smoke",
+                             "--set", "train.epochs=1", "--set", "train.eval_every=1")
+    assert code == 0, err
+    frame = pd.read_csv(tmp_path / "reidbench_leaderboards" / "masenet.csv", dtype=str, keep_default_na=False)
+    assert set(frame["dataset"]) == {"market1501", "msmt17"} and set(frame["metric"]) == {"R1", "mAP"}
+    assert set(frame["status"]) == {"not comparable (synthetic data)"}
+    assert set(frame["model"]) == {row.lower()}

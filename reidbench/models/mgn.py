@@ -68,10 +68,10 @@ class MGN(ReIDModel):
         set_last_stride(part_trunk, 1)
         branches = [MGNBranch(trunk.layer3, trunk.layer4)]
         branches += [MGNBranch(part_trunk.layer3, part_trunk.layer4) for _ in stripes]
-        self.branches = nn.ModuleList(branches)
         # the shared part: stem, layer1, layer2 and the first block of layer3 (its forward stops there)
         trunk.layer3, trunk.layer4 = nn.Sequential(trunk.layer3[0]), nn.Identity()
         self.backbone = trunk
+        self.branches = nn.ModuleList(branches)
         count = len(branches) + sum(stripes)
         self.reductions = nn.ModuleList(reduction(trunk.out_channels, feature_dim) for _ in range(count))
         self.classifiers = nn.ModuleList(nn.Linear(feature_dim, num_classes, bias=classifier_bias)
