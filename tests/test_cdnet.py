@@ -79,4 +79,7 @@ def test_recipe_is_the_released_configuration():
     erasing = [s for s in train_transform(recipe.data.transforms, 256, 128).transforms
                if isinstance(s, v2.RandomErasing)]
     assert erasing[0].scale == (0.02, 0.04)  # the released erasing area
+    bad = load_recipe("cdnet/cdnet_market1501", overrides=["data.transforms.erasing_area=[0.4]"])
+    with pytest.raises(ReidbenchError, match="erasing_area: expected"):
+        train_transform(bad.data.transforms, 256, 128)
     assert load_recipe("cdnet/cdnet_msmt17").data.train == "msmt17"
