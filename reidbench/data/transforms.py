@@ -67,7 +67,7 @@ def train_transform(t: TransformSection, height: int, width: int) -> v2.Compose:
                                  f"0 < min <= max <= 1, got {area!r}")
         fill = t.erasing_fill
         value = list(BOT_ERASING_MEAN) if fill == "mean" else ("random" if fill == "random" else fill)
-        steps.append(v2.RandomErasing(p=t.erasing, scale=tuple(t.erasing_area), value=value))
+        steps.append(v2.RandomErasing(p=t.erasing, scale=tuple(area), value=value))
     if t.cutout > 0:
         steps.append(Cutout(t.cutout_size, t.cutout))
     return v2.Compose(steps)
