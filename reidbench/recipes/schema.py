@@ -25,6 +25,7 @@ class TransformSection:
     translate: float = 0.0  # Random2DTranslation probability (AlignedReID): enlarge 1/8, crop
     erasing: float = 0.5  # random erasing probability
     erasing_fill: list[float] | str = "mean"  # per-channel fill after normalisation, or "mean"/"random"
+    erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.33])  # erased fraction of the image, min/max
     color_jitter: list[float] | None = None  # brightness, contrast, saturation, hue
     cutout: float = 0.0  # Cutout probability (MHSA-Net)
     cutout_size: int = 64
