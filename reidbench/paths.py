@@ -3,6 +3,8 @@
 - data root: ``--data-root`` on the command line, else ``$REIDBENCH_DATA``, else a per-user cache
   folder (``$XDG_CACHE_HOME/reidbench/data``, by default ``~/.cache/reidbench/data``).
 - runs: ``$REIDBENCH_RUNS``, else ``./runs`` (relative to the working directory).
+- launcher file (cluster defaults for ``--launcher local|slurm``): ``$REIDBENCH_LAUNCHER_CONFIG``, else
+  ``$XDG_CONFIG_HOME/reidbench/launcher.yaml`` (by default ``~/.config/reidbench/launcher.yaml``).
 - weights: torch hub's checkpoint cache (``torch.hub.get_dir()/checkpoints``, which honours
   ``$TORCH_HOME``), so weights downloaded by torchvision are shared with reidbench.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 DATA_ENV = "REIDBENCH_DATA"
 RUNS_ENV = "REIDBENCH_RUNS"
 LEADERBOARDS_ENV = "REIDBENCH_LEADERBOARDS"
+LAUNCHER_CONFIG_ENV = "REIDBENCH_LAUNCHER_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -78,3 +81,17 @@ def weights_dir() -> Path:
 def leaderboards_dir() -> Path:
     """Leaderboard CSVs: ``$REIDBENCH_LEADERBOARDS``, else ``./leaderboards``."""
     return _expand(os.environ.get(LEADERBOARDS_ENV) or "leaderboards")
+
+
+def launcher_config_file() -> Path:
+    """The launcher file a lab writes once for its cluster (it may not exist)."""
+    env = os.environ.get(LAUNCHER_CONFIG_ENV)
+    if env:
+        return _expand(env)
+    base = os.environ.get("XDG_CONFIG_HOME")
+    return (_expand(base) if base else Path.home() / ".config") / "reidbench" / "launcher.yaml"
+
+
+def jobs_dir() -> Path:
+    """Default folder of submitted jobs' logs and submission records: ``<runs>/jobs``."""
+    return runs_dir() / "jobs"

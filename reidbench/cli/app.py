@@ -63,6 +63,7 @@ def _register_commands() -> None:
         data,
         env,
         evaluate,
+        launch,
         profile,
         regress,
         reproduce,
