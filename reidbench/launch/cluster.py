@@ -93,7 +93,7 @@ class SubmititLauncher(Launcher):
         executor = self.executor(folder, label)
         record.save()
         if self.name == SLURM:
-            jobs = self._submit_array(executor, tasks, record, say)
+            jobs = self._submit_array(executor, tasks, record)
             if not self.wait:
                 outcome.submitted.update({t.run_dir: t.job_id or "" for t in record.tasks})
                 say(f"submitted {len(jobs)} task(s) as Slurm job {jobs[0].job_id.split('_')[0]}; "
@@ -110,12 +110,14 @@ class SubmititLauncher(Launcher):
                 outcome.failed[status.run_dir] = f"{status.error or status.state} (log: {status.log})"
         return outcome
 
-    def _submit_array(self, executor: Any, tasks: list[Any], record: Submission, say: Say) -> list[Any]:
+    def _submit_array(self, executor: Any, tasks: list[Any], record: Submission) -> list[Any]:
         from submitit.core.utils import FailedJobError
 
         try:
             jobs = executor.submit_array(tasks)
         except (FailedJobError, OSError) as error:
+            if record.path is not None:
+                record.path.unlink(missing_ok=True)  # nothing was submitted
             raise ReidbenchError(f"sbatch refused the job array: {str(error).strip().splitlines()[-1]}",
                                  hint=f"submission script in {record.folder}") from error
         for task, job in zip(record.tasks, jobs, strict=True):

@@ -17,8 +17,13 @@ from reidbench.launch import Launcher, Outcome, Say, default_devices, make_launc
 from reidbench.papers.plan import FINISHED, NO_DATA, PlannedCell, run_state
 from reidbench.papers.schema import Paper
 
-__all__ = ["CellRowsWriter", "Outcome", "Reproduction", "cell_rows", "collect", "default_devices",
+__all__ = ["CellRowsWriter", "Outcome", "Reproduction", "cell_rows", "collect", "default_devices", "execute",
            "plan_reproduction", "reproduce_paper", "run_reproduction"]
+
+
+def execute(runs: list[Any], data_root: Path, devices: list[str], jobs: int, say: Say) -> Outcome:
+    """Train every run in this process, or with jobs > 1 in subprocesses over ``devices`` (the in-process launcher)."""
+    return make_launcher(jobs=jobs, devices=devices).launch(runs, data_root, say)
 
 
 # ---- rows ------------------------------------------------------------------------------------
