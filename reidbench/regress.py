@@ -24,6 +24,7 @@ import yaml
 from reidbench import paths
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.atomic import atomic_write
+from reidbench.launch import Launcher, make_launcher
 from reidbench.recipes.loading import RECIPES_DIR, load_recipe, recipe_hash
 
 SUITES_DIR = RECIPES_DIR / "regress"
@@ -108,16 +109,13 @@ def _missing_data(recipe: Any, data_root: Path) -> str | None:
     return None
 
 
-def measure(case: Case, recipe: Any, run_dir: Path, data_root: Path, device: str) -> dict[str, float]:
-    """Train the case once in a fresh folder; its metrics (%), last-epoch loss terms, deploy params."""
-    from reidbench.engine.trainer import Trainer
+def measurements(recipe: Any, run_dir: Path) -> dict[str, float]:
+    """A finished case run's metrics (%), last-epoch loss terms and deploy parameter count."""
     from reidbench.models import create_model
     from reidbench.profile import parameter_counts
 
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    record = Trainer(recipe, run_dir=run_dir, device=device, data_root=data_root, quiet=True).run()
-    values = {key: 100 * value for key, value in record.metrics.items() if key in ("R1", "mAP", "mINP")}
+    record = json.loads((run_dir / "run.json").read_text())
+    values = {key: 100 * value for key, value in record["metrics"].items() if key in ("R1", "mAP", "mINP")}
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = [e for e in epochs if "eval" not in e][-1]
     values.update({f"loss:{k}": v for k, v in last.items() if k not in ("epoch", "lr", "images_per_s")})
@@ -125,8 +123,23 @@ def measure(case: Case, recipe: Any, run_dir: Path, data_root: Path, device: str
     # the classifier is not deployed: any class count gives the same deploy count
     _, deploy, _ = parameter_counts(create_model(recipe.model.name, **options))
     values["deploy_params"] = float(deploy)
-    values["queries"] = float(record.num_valid_queries)
+    values["queries"] = float(record["num_valid_queries"])
     return values
+
+
+def _fresh_runs(case: Case, recipe: Any, runs: Path, n: int) -> list[Any]:
+    """The case's ``n`` runs, each in an emptied folder (a regression run never resumes)."""
+    from reidbench.papers.plan import READY, PlannedRun
+    from reidbench.recipes.loading import resolve_path
+
+    planned = []
+    for index in range(n):
+        run_dir = runs / f"{case.name}-{index}"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        planned.append(PlannedRun(resolve_path(case.recipe), recipe, list(case.overrides), recipe_hash(recipe),
+                                  run_dir, READY))
+    return planned
 
 
 def _tolerance(metric: str, value: float, spread: float, floors: dict[str, float], queries: float) -> float:
@@ -151,8 +164,9 @@ def read_golden(path: Path) -> dict[str, Any]:
 
 
 def run_suite(name: str, update: bool = False, data_root: Path | None = None, cases: list[str] | None = None,
-              repeats: int | None = None, say: Any = print) -> tuple[Report, str]:
-    """Run a suite; compare with the golden file, or (update) measure the spread and rewrite it.
+              repeats: int | None = None, say: Any = print, launcher: Launcher | None = None) -> tuple[Report, str]:
+    """Run a suite; compare with the golden file, or (update) measure the spread and rewrite it. The runs train
+    with ``launcher`` (default: in this process, on the suite's device), which must wait for them.
 
     Returns the report and, for --update, the unified diff of the golden file.
     """
@@ -170,6 +184,7 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
                              f"({', '.join(c.name for c in suite.cases)})")
     measured: dict[str, Any] = {}
     runs = paths.runs_dir() / "regress" / suite.name
+    planned: list[tuple[Case, Any, list[Any]]] = []
     for case in selected:
         recipe = load_recipe(case.recipe, scale=case.scale, overrides=case.overrides)
         missing = _missing_data(recipe, data_root)
@@ -177,12 +192,20 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
             report.skipped[case.name] = missing
             say(f"skipped {case.name}: {missing}")
             continue
-        n = (repeats or suite.repeats) if update else 1
-        samples = []
-        for index in range(n):
-            start = time.perf_counter()
-            samples.append(measure(case, recipe, runs / f"{case.name}-{index}", data_root, suite.device))
-            say(f"{case.name}: run {index + 1}/{n} in {time.perf_counter() - start:.0f} s")
+        planned.append((case, recipe, _fresh_runs(case, recipe, runs, (repeats or suite.repeats) if update else 1)))
+    launcher = launcher or make_launcher(device=suite.device)
+    outcome = launcher.launch([run for *_, case_runs in planned for run in case_runs], data_root, say,
+                              label=f"regress-{suite.name}")
+    if outcome.submitted:
+        run, job = next(iter(outcome.submitted.items()))
+        raise ReidbenchError(f"regress --suite {suite.name}: {Path(run).name} is in training by job {job}",
+                             hint=f"wait for it or stop it with `reidbench jobs regress-{suite.name} --cancel`")
+    if outcome.failed:
+        run, reason = next(iter(outcome.failed.items()))
+        raise ReidbenchError(f"regress --suite {suite.name}: {len(outcome.failed)} run(s) failed; "
+                             f"{Path(run).name}: {reason}")
+    for case, recipe, case_runs in planned:
+        samples = [measurements(recipe, run.run_dir) for run in case_runs]
         digest = recipe_hash(recipe)
         if update:
             queries = samples[0]["queries"]

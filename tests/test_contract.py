@@ -132,7 +132,7 @@ def test_a_new_family_runs_through_every_command(toy_family, run_cli):
 
     code, out, err = run_cli("reproduce", "toy", "--scale", "smoke", "--device", "cpu")
     assert code == 0, err
-    board = (tmp / "leaderboards" / "toy.csv").read_text()
+    board = (tmp / "leaderboards" / "toy.smoke.csv").read_text()  # smoke rows are kept apart from reproductions
     assert "ToyNet" in board and "toy_contract_net" in board
 
 
