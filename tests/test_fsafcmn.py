@@ -235,24 +235,30 @@ def env(tmp_path, monkeypatch):
 
 
 def test_paper_cells_are_set_variants_of_one_recipe(env):
-    from reidbench.papers.plan import CITED, NO_DATA, READY
-    from reidbench.papers.reproduce import plan_reproduction
+    from reidbench.papers.loading import load_paper, select_cells
+    from reidbench.papers.plan import CITED, NO_DATA, READY, plan_cells
 
-    full = plan_reproduction("fsafcmn", data_root=env / "data")
-    own = [p for p in full.planned if p.status != CITED]
-    assert {p.cell.label for p in own} == {
+    cells = select_cells(load_paper("fsafcmn"))
+
+    def plan(scale: str) -> dict:
+        planned = plan_cells(cells, scale, 1, env / "data", env / "runs", with_cost=False)
+        return {p.cell.label: p for p in planned}
+
+    full = plan("full")
+    own = {label for label, p in full.items() if p.status != CITED}
+    assert own == {
         "Table 1 / AlignedReID++[14] / M", "Table 1 / AlignedReID++[14] / D", "Table 1 / Our Method / M",
         "Table 1 / Our Method / D", "Table 2 / Baseline / M", "Table 2 / Baseline + SAM / M",
         "Table 2 / Baseline + SAM + Feature Fusion / M"}
-    assert all(p.status == NO_DATA for p in own)  # runnable once the dataset is installed
-    smoke = {p.cell.label: p for p in plan_reproduction("fsafcmn", scale="smoke", data_root=env / "data").planned}
-    assert all(p.status == READY for label, p in smoke.items() if label in {q.cell.label for q in own})
-    runs = {label: p.runs[0] for label, p in smoke.items() if p.runs}
+    assert all(full[label].status == NO_DATA for label in own)  # runnable once the dataset is installed
+    smoke = plan("smoke")
+    assert all(smoke[label].status == READY for label in own)
+    runs = {label: smoke[label].runs[0] for label in own}
     assert runs["Table 1 / Our Method / M"].hash == runs["Table 2 / Baseline + SAM + Feature Fusion / M"].hash
     assert len({run.hash for run in runs.values()}) == 6
     baseline = runs["Table 2 / Baseline / M"].recipe
     assert baseline.model.name == "fsafcmn" and baseline.model.options["attention"] == "none"
-    assert baseline.model.options["input_size"] == [baseline.data.height, baseline.data.width]
+    assert baseline.model.options["input_size"] == [baseline.data.height, baseline.data.width] == [128, 64]
     ours = runs["Table 1 / Our Method / D"].recipe
     assert (ours.optim.name, ours.optim.lr, ours.eval.metric, ours.eval.feature) == ("adam", 3.5e-4, "cosine",
                                                                                    "embedding")
