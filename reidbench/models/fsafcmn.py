@@ -179,7 +179,8 @@ class FSAFCMN(ReIDModel):
             height, width = images.shape[-2:]
             raise ReidbenchError(f"model.options.input_size: the self-attention position tables are built for "
                                  f"{self.input_size[0]}x{self.input_size[1]} images, got {height}x{width}",
-                                 hint=f"set model.input_size=[{height}, {width}] with data.height/data.width")
+                                 hint=f"set model.input_size=[{height}, {width}] in the recipe, with "
+                                      f"data.height/data.width")
         x = self._gate(0, self.backbone.stem(images))
         maps = []
         for index, stage in enumerate(self.backbone.stages(), start=1):
