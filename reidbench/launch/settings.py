@@ -11,8 +11,8 @@ that launcher only::
     mem_gb: 48
     array_parallelism: 16
     sbatch: {qos: normal, constraint: a100}
-    setup: ["source /shared/envs/reidbench/bin/activate"]
-    log_dir: /shared/reid/jobs
+    setup: ["source /cluster/envs/reidbench/bin/activate"]
+    log_dir: /cluster/reid/jobs
     local: {gpus: 0, array_parallelism: 1}
 
 See docs/cluster.md for what each key does on a cluster.
