@@ -18,7 +18,6 @@ import tempfile
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +29,6 @@ from reidbench import __version__, paths
 from reidbench.errors import ReidbenchError
 from reidbench.models import create_model
 from reidbench.models.contract import ReIDModel, classifier_parameters
-
 
 
 def _numel(shape: list[int] | None) -> int:
