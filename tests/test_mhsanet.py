@@ -236,3 +236,91 @@ def test_features_file_keeps_extra_outputs_and_ranks_by_one_head(tmp_path, suffi
         evaluate_features(loaded, EvalSection(feature="global"))
     with pytest.raises(ReidbenchError, match="eval.part"):
         evaluate_features(loaded, EvalSection(feature="parts", part=4))
+
+
+# ---- the paper's eleven tables as cells --------------------------------------------------------
+
+LOSS_INDEX = {"0": ("cross_entropy", "logits"), "3": ("cross_entropy", "aux.residual_logits"),
+              "4": ("triplet", "aux.residual"), "5": ("fdrt", "parts"), "6": ("ihtl", "parts"),
+              "7": ("acm", "attention")}
+
+
+@pytest.fixture(scope="module")
+def mhsa_plan(tmp_path_factory):
+    from reidbench.papers.loading import load_paper, select_cells
+    from reidbench.papers.plan import plan_cells
+
+    root = tmp_path_factory.mktemp("plan")
+    paper = load_paper("mhsa-net")
+    return plan_cells(select_cells(paper), "smoke", 1, root / "data", root / "runs", with_cost=False)
+
+
+def test_every_own_row_of_the_eleven_tables_is_a_runnable_cell(mhsa_plan):
+    from reidbench.papers.plan import unique_runs
+
+    own = [p for p in mhsa_plan if not p.cell.row.cited]
+    assert {p.cell.table.id for p in own} == {f"Table {n}" for n in "I II III IV V VI VII VIII IX X XI".split()}
+    assert all(p.runnable for p in own), [p.cell.label for p in own if not p.runnable]
+    assert len(unique_runs(mhsa_plan)) < len(own)  # rows that differ only in evaluation share their runs
+
+
+def test_row_variants_name_the_loss_terms_they_mean(mhsa_plan):
+    for item in (p for p in mhsa_plan if not p.cell.row.cited and p.cell.row.model == "mhsa_net"):
+        recipe = item.runs[0].recipe
+        for override in item.cell.row.overrides:
+            key = override.split("=")[0].split(".")
+            if key[0] == "loss":
+                term = recipe.loss[int(key[1])]
+                assert (term.name, term.output) == LOSS_INDEX[key[1]], item.cell.label
+
+
+def _cell(plan, label):
+    return next(p for p in plan if p.cell.label == label)
+
+
+def test_cells_that_train_the_same_thing_share_one_run(mhsa_plan):
+    def run_of(label):
+        return _cell(mhsa_plan, label).runs[0].hash
+
+    plain = run_of("Table I / MHSA-Net (K=8) / CD")
+    for label in ("Table I / MHSA-Net* (K=8) / CD", "Table I / MHSA-Net+Re-ranking [79] (K=8) / CD",
+                  "Table V / MHSA-Net (K=8) / CD", "Table VI / P⊥(x)_3 / CD"):
+        assert run_of(label) == plain, label
+    assert run_of("Table V / MHSA-Net† (K=8) / CD") != plain
+    assert run_of("Table VII / K=8 / CD") == run_of("Table V / Baseline+MHSAM (K=8) / CD") == \
+        run_of("Table IX / Baseline+MHSAM / CD")
+    assert run_of("Table IX / K=8, λ1=1e-4 / CD") == run_of("Table V / Baseline+MHSAM+FDRT (K=8) / CD")
+    assert run_of("Table X / K=8, λ2=1.0 / CD") == run_of("Table V / Baseline+MHSAM+IHTL (K=8) / CD")
+    assert run_of("Table XI / λ3=1e-3, γ=1e-3 / CD") == run_of("Table V / Baseline+MHSAM+ACM (K=8) / CD")
+    assert run_of("Table X / K=7 Baseline+MHSAM / CD") == run_of("Table VII / K=7 / CD")
+    head = _cell(mhsa_plan, "Table VI / P⊥(x)_3 / OD").evaluation
+    assert (head.feature, head.part) == ("parts", 3)
+    assert _cell(mhsa_plan, "Table II / MHSA-Net* (K=8) / OD").evaluation.feature == "local"
+
+
+def test_protocols_of_the_occluded_and_partial_cells(mhsa_plan):
+    partial = _cell(mhsa_plan, "Table IV / MHSA-Net (K=8) / PR").runs[0].recipe
+    assert (partial.data.train, partial.data.test) == ("market1501", "partial_reid")
+    assert _cell(mhsa_plan, "Table IV / Baseline / PI").runs[0].recipe.data.test == "partial_ilids"
+    assert _cell(mhsa_plan, "Table IV / Baseline / PI").cell.metrics == ["R1", "R3"]
+    assert _cell(mhsa_plan, "Table III / MHSA-Net† (K=8) / PD").runs[0].recipe.loss[0].weight == 0
+    from reidbench.data.registry import get_dataset
+
+    assert get_dataset("partial_reid").protocol == get_dataset("partial_ilids").protocol == "partial"
+    assert get_dataset("occluded_duke").protocol == get_dataset("p_dukemtmc").protocol == "market"
+
+
+def test_table_vi_heads_re_evaluate_one_training_run(tmp_path, monkeypatch, run_cli):
+    for name, sub in (("REIDBENCH_DATA", "data"), ("REIDBENCH_RUNS", "runs"), ("REIDBENCH_LEADERBOARDS", "lb"),
+                      ("XDG_CACHE_HOME", "cache")):
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    code, out, err = run_cli("reproduce", "mhsa-net", "--table", "Table VI", "--dataset", "OD", "--row", "P",
+                             "--scale", "smoke", "--set", "train.epochs=1", "--set", "train.eval_every=1")
+    assert code == 0, err
+    assert len(list((tmp_path / "runs").rglob("run.json"))) == 1  # eight cells, one training
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "lb" / "mhsa-net.csv")
+    heads = frame[frame["metric"] == "mAP"]
+    assert len(heads) == 8 and heads["run_ids"].nunique() == 1
+    assert heads["reproduced"].nunique() > 1  # each head ranks the gallery its own way

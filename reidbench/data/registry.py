@@ -199,7 +199,9 @@ register(DatasetSpec(
                                                               "official lists (shipped)"),),
                       md5="2f93496f9b516d1ee5ef51c1d5e7d601"),),
     access="derived from DukeMTMC-reID (withdrawn); lists from lightas/Occluded-DukeMTMC-Dataset",
-    notes=("reidbench data prepare occluded_duke --from DukeMTMC-reID.zip builds it",),
+    notes=("reidbench data prepare occluded_duke --from DukeMTMC-reID.zip builds it",
+           "protocol: trains on its training list; occluded queries against the (mostly whole-body) Duke "
+           "gallery; Market rules (same id and camera removed), R1/R5/R10/mAP",),
 ))
 
 register(DatasetSpec(
@@ -213,7 +215,10 @@ register(DatasetSpec(
                       "https://github.com/tinajia2012/ICME2018_Occluded-Person-Reidentification_datasets"),)),),
     access="by user agreement",
     stats_verified=False,
-    notes=("query: test/occluded_body_images, gallery: test/whole_body_images",),
+    notes=("query: test/occluded_body_images, gallery: test/whole_body_images",
+           "protocol: trains on train/ (whole and occluded bodies); occluded queries against whole-body "
+           "gallery images; Market rules (same id and camera removed; folders without camera ids in the "
+           "names give query camera 0, gallery camera 1), R1/R5/R10/mAP",),
 ))
 
 register(DatasetSpec(
@@ -230,7 +235,8 @@ register(DatasetSpec(
     access="research use (Zheng et al., ICCV 2015)",
     protocol="partial",
     stats_verified=False,
-    notes=("test only; trained on Market-1501; query = partial bodies, gallery = whole bodies",),
+    notes=("test only; trained on Market-1501; query = partial bodies, gallery = whole bodies",
+           "protocol partial: cameras ignored (nothing removed from the gallery), R1/R3",),
 ))
 
 register(DatasetSpec(
@@ -245,6 +251,8 @@ register(DatasetSpec(
     access="research use; 238 images, not the 476-image QMUL i-LIDS set",
     protocol="partial",
     stats_verified=False,
+    notes=("test only; trained on Market-1501; query = partial bodies (Probe), gallery = whole bodies",
+           "protocol partial: cameras ignored (nothing removed from the gallery), R1/R3",),
 ))
 
 
