@@ -324,3 +324,36 @@ def test_table_vi_heads_re_evaluate_one_training_run(tmp_path, monkeypatch, run_
     heads = frame[frame["metric"] == "mAP"]
     assert len(heads) == 8 and heads["run_ids"].nunique() == 1
     assert heads["reproduced"].nunique() > 1  # each head ranks the gallery its own way
+
+
+@pytest.mark.slow
+def test_short_synthetic_training_lowers_the_loss_and_beats_the_untrained_model_on_occluded_duke(tmp_path):
+    import json
+
+    from reidbench.engine.trainer import Trainer
+    from reidbench.recipes.loading import load_recipe
+
+    recipe = load_recipe("mhsa-net/mhsa_net_occluded_duke", scale="smoke",
+                         overrides=["train.epochs=10", "train.eval_every=10", "schedule.milestones=[100]"])
+    trainer = Trainer(recipe, run_dir=tmp_path / "run", device="cpu", data_root=tmp_path / "data", quiet=True)
+    untrained = trainer.evaluate(trainer.feature_set())
+    record = trainer.run()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    totals = [line["total"] for line in lines if "total" in line]
+    assert totals[-1] < 0.8 * totals[0]
+    assert record.metrics["mAP"] > untrained.mAP + 0.02
+    assert record.test_dataset == "occluded_duke" and record.synthetic
+
+
+@pytest.mark.slow
+def test_ablate_renders_table_viii_with_deltas_to_its_first_row(tmp_path, monkeypatch, run_cli):
+    for name, sub in (("REIDBENCH_DATA", "data"), ("REIDBENCH_RUNS", "runs"), ("REIDBENCH_LEADERBOARDS", "lb"),
+                      ("XDG_CACHE_HOME", "cache")):
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    code, out, err = run_cli("ablate", "mhsa-net", "--table", "Table VIII", "--scale", "smoke",
+                             "--set", "train.epochs=1", "--set", "train.eval_every=1")
+    assert code == 0, err
+    assert "mhsa-net Table VIII (smoke)" in out
+    for row in ("MHSA-Net*", "(CONCAT)", "(SUM)", "w/o RLM"):
+        assert row in out
+    assert out.count("(+") + out.count("(-") >= 12  # three rows x four metrics carry a delta to the first
