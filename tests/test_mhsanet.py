@@ -350,6 +350,7 @@ def test_ablate_renders_table_viii_with_deltas_to_its_first_row(tmp_path, monkey
     for name, sub in (("REIDBENCH_DATA", "data"), ("REIDBENCH_RUNS", "runs"), ("REIDBENCH_LEADERBOARDS", "lb"),
                       ("XDG_CACHE_HOME", "cache")):
         monkeypatch.setenv(name, str(tmp_path / sub))
+    monkeypatch.setenv("COLUMNS", "240")  # the table's rows on one line each
     code, out, err = run_cli("ablate", "mhsa-net", "--table", "Table VIII", "--scale", "smoke",
                              "--set", "train.epochs=1", "--set", "train.eval_every=1")
     assert code == 0, err
