@@ -130,6 +130,18 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
+def model_output(outputs: dict[str, Any], key: str, term: str) -> torch.Tensor:
+    """The output a loss term reads: a contract field, or ``aux.<name>`` for a family's further tensors."""
+    field, _, name = key.partition(".")
+    value = outputs.get(field)
+    if field == "aux" and isinstance(value, dict):
+        value = value.get(name)
+    if not isinstance(value, torch.Tensor):
+        available = [k for k in outputs if k != "aux"] + [f"aux.{k}" for k in outputs.get("aux") or {}]
+        raise ReidbenchError(f"loss {term}: the model has no output {key!r} (it returns {', '.join(available)})")
+    return value
+
+
 class LossSet(nn.Module):
     def __init__(self, terms: list[LossTerm], modules: list[nn.Module]) -> None:
         super().__init__()
@@ -142,10 +154,9 @@ class LossSet(nn.Module):
         total = torch.zeros((), device=targets.device)
         values = {}
         for name, term, loss in zip(self.names, self.terms, self.losses, strict=True):
-            if term.output not in outputs:
-                raise ReidbenchError(f"loss {name}: the model has no output {term.output!r} "
-                                     f"(it returns {', '.join(outputs)})")
-            value = loss(outputs[term.output], targets, outputs=outputs)
+            if term.weight == 0:  # switched off (an ablation): not computed, its output need not exist
+                continue
+            value = loss(model_output(outputs, term.output, name), targets, outputs=outputs)
             values[name] = value.detach()
             total = total + term.weight * value
         return total, values
