@@ -330,8 +330,8 @@ def test_evaluate_refuses_malformed_features(env, run_cli, name, changes, culpri
 
 def test_rerank_options_without_rerank(env, run_cli):
     path = _write_features(env / "good.npz")
-    code, _, err = run_cli("evaluate", str(path), "--k1", "-5", "--lambda", "0.5")
-    one_line_error(code, err, "--k1, --lambda", "without --rerank")
+    code, _, err = run_cli("evaluate", str(path), "--k1", "-5", "--lambda-value", "0.5")
+    one_line_error(code, err, "--k1, --lambda-value", "without --rerank")
     code, _, err = run_cli("evaluate", str(path), "--rerank", "--k1", "-5")
     one_line_error(code, err, "--k1: expected a positive integer, got -5")
 
@@ -482,15 +482,17 @@ def _kill_after_checkpoint(monkeypatch, trainer_cls):
 
 
 def _kill_during_evaluation(monkeypatch, trainer_cls):
-    original = trainer_cls.extract
+    from reidbench.engine import features as module
+
+    original = module.extract_outputs
     calls = []
 
-    def extract(self, records):
+    def extract(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2 * KILL_EPOCH + 2:  # the gallery pass of the second evaluation
             raise Killed
-        return original(self, records)
-    monkeypatch.setattr(trainer_cls, "extract", extract)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, "extract_outputs", extract)
 
 
 def _kill_after_evaluation(monkeypatch, trainer_cls):
