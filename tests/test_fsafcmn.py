@@ -280,4 +280,5 @@ def test_reproduce_and_ablate_at_smoke_scale(env, run_cli):
     assert len(list((env / "runs").rglob("run.json"))) == 6
     code, out, err = run_cli("ablate", "fsafcmn", "--scale", "smoke", "--device", "cpu")
     assert code == 0, err
-    assert "Baseline + SAM + Feature Fusion" in out and "not run" not in out
+    assert "fsafcmn Table 2 (smoke)" in out and "not run" not in out  # every row measured, from the same runs
+    assert len(list((env / "runs").rglob("run.json"))) == 6
