@@ -38,7 +38,7 @@ def test_genotype_is_data_and_sets_the_stream_depths():
     assert (len(stage2.conv1), len(stage2.conv2)) == (2, 4)  # [5, 9]: 5 // 2 and 9 // 2 lite 3x3 convs
     gate = CBlock(384, 384, 5, 9).adaption  # one gate for both streams, reduction 4 on 96 channels
     assert gate.fc1.out_channels == 24
-    with pytest.raises(ReidbenchError, match=r"model.options \(cdnet\): genotype: expected"):
+    with pytest.raises(ReidbenchError, match=r"model.genotype: expected .* \(model cdnet\)"):
         create_model("cdnet", genotype=[[3, 4, 1]] * 6)
     with pytest.raises(ReidbenchError, match="dropout"):
         create_model("cdnet", dropout=1.5)
