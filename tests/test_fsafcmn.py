@@ -272,7 +272,7 @@ def test_reproduce_and_ablate_at_smoke_scale(env, run_cli):
 
     code, out, err = run_cli("reproduce", "fsafcmn", "--scale", "smoke", "--device", "cpu")
     assert code == 0, err
-    frame = pd.read_csv(env / "lb" / "fsafcmn.csv")
+    frame = pd.read_csv(env / "lb" / "fsafcmn.smoke.csv")
     measured = frame[(frame["scale"] == "smoke") & frame["reproduced"].notna()]
     assert {(t, r) for t, r in zip(measured["table"], measured["row"], strict=True)} == {
         ("Table 1", "AlignedReID++[14]"), ("Table 1", "Our Method"), ("Table 2", "Baseline"),

@@ -320,7 +320,7 @@ def test_table_vi_heads_re_evaluate_one_training_run(tmp_path, monkeypatch, run_
     assert len(list((tmp_path / "runs").rglob("run.json"))) == 1  # eight cells, one training
     import pandas as pd
 
-    frame = pd.read_csv(tmp_path / "lb" / "mhsa-net.csv")
+    frame = pd.read_csv(tmp_path / "lb" / "mhsa-net.smoke.csv")
     heads = frame[frame["metric"] == "mAP"]
     assert len(heads) == 8 and heads["run_ids"].nunique() == 1
     assert heads["reproduced"].nunique() > 1  # each head ranks the gallery its own way
