@@ -17,7 +17,9 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from reidbench.errors import ReidbenchError
@@ -52,7 +54,7 @@ class Submission:
     folder: str  # <log_dir>/<label>
     task_folder: str  # submitit's folder of the task files: <folder>/%j (one per task) or <folder>
     tasks: list[TaskRecord]
-    submitted: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+    submitted: str = field(default_factory=lambda: datetime.now().isoformat(sep=" ", timespec="microseconds"))
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     path: Path | None = None  # where this record lives (not stored)
@@ -60,7 +62,7 @@ class Submission:
     def save(self) -> None:
         if self.path is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.path = Path(self.folder) / f"submission-{stamp}-{self.pid}.json"
+            self.path = Path(self.folder) / f"submission-{stamp}-{self.pid}-{uuid.uuid4().hex[:8]}.json"
         data = {k: v for k, v in asdict(self).items() if k != "path"}
         atomic_write(self.path, lambda handle: handle.write(json.dumps(data, indent=1).encode()))
 
@@ -88,7 +90,7 @@ def read_submissions(log_dir: Path, label: str | None = None) -> list[Submission
     folders = [log_dir / label] if label else sorted(p for p in log_dir.glob("*") if p.is_dir())
     found = []
     for folder in folders:
-        for path in sorted(folder.glob("submission-*.json"), key=lambda p: p.stat().st_mtime):
+        for path in folder.glob("submission-*.json"):
             try:
                 data = json.loads(path.read_text())
                 tasks = [TaskRecord(**t) for t in data.pop("tasks")]
@@ -96,7 +98,7 @@ def read_submissions(log_dir: Path, label: str | None = None) -> list[Submission
             except (ValueError, TypeError, KeyError) as error:
                 raise ReidbenchError(f"{path}: not a submission record ({error})",
                                      hint="delete it if it is not reidbench's") from error
-    return found
+    return sorted(found, key=lambda s: (s.label, s.submitted))
 
 
 def task_files(task_folder: str, job_id: str) -> tuple[Path, Path, Path]:
