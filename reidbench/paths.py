@@ -3,6 +3,8 @@
 - data root: ``--data-root`` on the command line, else ``$REIDBENCH_DATA``, else a per-user cache
   folder (``$XDG_CACHE_HOME/reidbench/data``, by default ``~/.cache/reidbench/data``).
 - runs: ``$REIDBENCH_RUNS``, else ``./runs`` (relative to the working directory).
+- launcher file (cluster defaults for ``--launcher local|slurm``): ``$REIDBENCH_LAUNCHER_CONFIG``, else
+  ``$XDG_CONFIG_HOME/reidbench/launcher.yaml`` (by default ``~/.config/reidbench/launcher.yaml``).
 - weights: torch hub's checkpoint cache (``torch.hub.get_dir()/checkpoints``, which honours
   ``$TORCH_HOME``), so weights downloaded by torchvision are shared with reidbench.
 - users' recipe folders: ``--recipes-dir`` on the command line (repeatable), then the folders listed in
@@ -22,6 +24,7 @@ DATA_ENV = "REIDBENCH_DATA"
 RUNS_ENV = "REIDBENCH_RUNS"
 LEADERBOARDS_ENV = "REIDBENCH_LEADERBOARDS"
 RECIPES_ENV = "REIDBENCH_RECIPES"
+LAUNCHER_CONFIG_ENV = "REIDBENCH_LAUNCHER_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -150,3 +153,18 @@ def add_user_recipe_dirs(folders: list[Path]) -> None:
     subprocesses it starts (``reproduce --jobs``) search them before everything else."""
     parts = [str(_expand(folder)) for folder in folders] + [str(p) for p in user_recipe_dirs()]
     os.environ[RECIPES_ENV] = os.pathsep.join(dict.fromkeys(parts))
+
+
+
+def launcher_config_file() -> Path:
+    """The launcher file a lab writes once for its cluster (it may not exist)."""
+    env = os.environ.get(LAUNCHER_CONFIG_ENV)
+    if env:
+        return _expand(env)
+    base = os.environ.get("XDG_CONFIG_HOME")
+    return (_expand(base) if base else Path.home() / ".config") / "reidbench" / "launcher.yaml"
+
+
+def jobs_dir() -> Path:
+    """Default folder of submitted jobs' logs and submission records: ``<runs>/jobs``."""
+    return runs_dir() / "jobs"

@@ -37,6 +37,7 @@ import yaml
 from reidbench import paths
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.atomic import atomic_write
+from reidbench.launch import Launcher
 from reidbench.recipes.loading import RECIPES_DIR, load_recipe, read_mapping, recipe_hash
 from reidbench.recipes.schema import Recipe
 
@@ -217,36 +218,70 @@ def chance_levels(split: Any, draws: int = CHANCE_DRAWS) -> dict[str, float]:
             "mAP": round(100 * statistics.fmean(r.mAP for r in results), 2)}
 
 
-def measure(recipe: Recipe, run_dir: Path, data_root: Path, device: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train once in a fresh folder: the measurements, and facts about the run (wall and CPU seconds of all
-    threads, chance levels)."""
-    import torch
-
-    from reidbench.engine.trainer import Trainer
+def read_measurements(recipe: Recipe, run_dir: Path, data_root: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """A finished run's measurements, read from its folder (wherever it trained), and the chance levels of its
+    query/gallery split."""
+    from reidbench.engine.build import load_split
     from reidbench.models import create_model
     from reidbench.profile import parameter_counts
 
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    threads = torch.get_num_threads()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    trainer = Trainer(recipe, run_dir=run_dir, device=device, data_root=data_root, quiet=True)
-    record = trainer.run()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    # numba's OpenMP layer (the evaluation) resets the OpenMP thread count torch shares: the next run keeps ours
-    torch.set_num_threads(threads)
-    values = {key: 100 * value for key, value in record.metrics.items() if key in METRICS}
+    record = json.loads((run_dir / "run.json").read_text())
+    values = {key: 100 * value for key, value in record["metrics"].items() if key in METRICS}
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = [e for e in epochs if "eval" not in e][-1]
     values.update({f"loss:{k}": v for k, v in last.items() if k not in ("epoch", "lr", "images_per_s")})
     options = {k: v for k, v in recipe.model.options.items() if k != "pretrained"}
     # the classifier is not deployed: any class count gives the same deploy count
     _, deploy, _ = parameter_counts(create_model(recipe.model.name, **options))
+    split = load_split(recipe, "test", data_root)
     values["deploy_params"] = float(deploy)
-    values["queries"] = float(record.num_valid_queries)
-    values["gallery"] = float(len(trainer.test_split.gallery))
-    return values, {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
-                    "chance": chance_levels(trainer.test_split)}
+    values["queries"] = float(record["num_valid_queries"])
+    values["gallery"] = float(len(split.gallery))
+    return values, {"chance": chance_levels(split)}
+
+
+def measure(recipe: Recipe, run_dir: Path, data_root: Path, device: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train once in this process, in a fresh folder: the measurements, and facts about the run (wall and CPU
+    seconds of all threads, chance levels)."""
+    import torch
+
+    from reidbench.engine.trainer import Trainer
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    threads = torch.get_num_threads()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    Trainer(recipe, run_dir=run_dir, device=device, data_root=data_root, quiet=True).run()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    # numba's OpenMP layer (the evaluation) resets the OpenMP thread count torch shares: the next run keeps ours
+    torch.set_num_threads(threads)
+    values, info = read_measurements(recipe, run_dir, data_root)
+    return values, {**info, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)}
+
+
+def _launch_cases(planned: list[tuple[Case, Recipe]], runs: Path, data_root: Path, launcher: Launcher, suite: Suite,
+                  say: Any) -> dict[str, tuple[dict[str, float], dict[str, Any]]]:
+    """Train every case with a launcher (a cluster, subprocesses) that waits for them; their measurements."""
+    from reidbench.papers.plan import READY, PlannedRun
+    from reidbench.recipes.loading import resolve_path
+
+    planned_runs = []
+    for case, recipe in planned:
+        run_dir = runs / case.name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a regression run never resumes
+        planned_runs.append(PlannedRun(resolve_path(case.recipe), recipe, list(case.overrides), recipe_hash(recipe),
+                                       run_dir, READY))
+    outcome = launcher.launch(planned_runs, data_root, say, label=f"regress-{suite.name}")
+    if outcome.submitted:
+        run, job = next(iter(outcome.submitted.items()))
+        raise ReidbenchError(f"regress --suite {suite.name}: {Path(run).name} is in training by job {job}",
+                             hint=f"wait for it or stop it with `reidbench jobs regress-{suite.name} --cancel`")
+    if outcome.failed:
+        run, reason = next(iter(outcome.failed.items()))
+        raise ReidbenchError(f"regress --suite {suite.name}: {len(outcome.failed)} run(s) failed; "
+                             f"{Path(run).name}: {reason}")
+    return {case.name: read_measurements(recipe, runs / case.name, data_root) for case, recipe in planned}
 
 
 # ---- tolerances and comparison ----
@@ -398,11 +433,15 @@ def _write_golden(suite: Suite, golden: dict[str, Any], measured: dict[str, Any]
 
 def run_suite(name: str, update: bool = False, data_root: Path | None = None, cases: list[str] | None = None,
               tolerance_mode: str = "auto", pythons: list[str] | None = None, jobs: int = 1,
-              say: Any = print) -> tuple[Report, str]:
+              say: Any = print, launcher: Launcher | None = None) -> tuple[Report, str]:
     """Run a suite and compare with the golden file, or (update) sample the noise and rewrite it.
 
-    Returns the report and, for --update, the unified diff of the golden file.
+    The comparison trains each case in this process, or with ``launcher`` (a cluster, subprocesses), which must
+    wait for the runs. Returns the report and, for --update, the unified diff of the golden file.
     """
+    if update and launcher is not None:
+        raise ReidbenchError(f"--launcher {launcher.name}: not with --update, whose samples set thread counts and "
+                             "interpreters on this machine", hint="run --update without --launcher")
     if tolerance_mode not in TOLERANCE_MODES:
         raise ReidbenchError(f"--tolerances: expected one of {', '.join(TOLERANCE_MODES)}, got {tolerance_mode!r}")
     suite = load_suite(name)
@@ -428,8 +467,7 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
         if tolerance_mode != "auto":
             report.environment += f"; --tolerances {tolerance_mode} applies"
         say(report.environment)
-    measured: dict[str, Any] = {}
-    runnable = []
+    runnable: list[tuple[Case, Recipe]] = []
     for case in selected:
         recipe = case.load()
         missing = _missing_data(recipe, data_root)
@@ -437,11 +475,21 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
             report.skipped[case.name] = missing
             say(f"skipped {case.name}: {missing}")
             continue
-        if update:
-            runnable.append(case)
-            continue
-        got, info = measure(recipe, runs / case.name, data_root, suite.device)
-        say(f"{case.name}: trained and evaluated in {info['seconds']:.0f} s")
+        runnable.append((case, recipe))
+    diff = ""
+    if update:
+        if runnable:
+            measured, environment, labels = _update(suite, [case for case, _ in runnable], pythons or [], runs,
+                                                    data_root, jobs, say)
+            diff = _write_golden(suite, golden, measured, environment, labels, pythons or [])
+        return report, diff
+    launched = _launch_cases(runnable, runs, data_root, launcher, suite, say) if launcher is not None else {}
+    for case, recipe in runnable:
+        if launcher is None:
+            got, info = measure(recipe, runs / case.name, data_root, suite.device)
+            say(f"{case.name}: trained and evaluated in {info['seconds']:.0f} s")
+        else:
+            got, info = launched[case.name]
         expected = (golden.get("cases") or {}).get(case.name)
         if expected is None:
             report.checks.append(Check(case.name, "*", None, None, None, "no golden"))
@@ -450,10 +498,6 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
             report.notes.append(f"{case.name}: the resolved recipe changed since the golden run "
                                 f"({expected.get('recipe_hash')} -> {recipe_hash(recipe)})")
         report.checks += compare(case.name, expected, got, same_env)
-    diff = ""
-    if update and runnable:
-        measured, environment, labels = _update(suite, runnable, pythons or [], runs, data_root, jobs, say)
-        diff = _write_golden(suite, golden, measured, environment, labels, pythons or [])
     return report, diff
 
 

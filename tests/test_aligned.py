@@ -172,7 +172,7 @@ def test_aap_paper_rows_reuse_runs_and_record_rerank(tmp_path, monkeypatch, run_
     assert len(runs) == 1  # AaP-ReID and AaP-ReID* share one training run
     record = json.loads(runs[0].read_text())
     assert record["eval_settings"]["local_feature"] == "local" and record["eval_settings"]["rerank"] is None
-    frame = pd.read_csv(tmp_path / "lb" / "aap-reid.csv")
+    frame = pd.read_csv(tmp_path / "lb" / "aap-reid.smoke.csv")
     plain = frame[(frame["row"] == "AaP-ReID") & (frame["metric"] == "mAP")].iloc[0]
     ranked = frame[(frame["row"] == "AaP-ReID*") & (frame["metric"] == "mAP")].iloc[0]
     assert plain["run_ids"] == ranked["run_ids"] and pd.isna(plain["rerank_k1"]) and ranked["rerank_k1"] == 20

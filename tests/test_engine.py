@@ -157,7 +157,7 @@ def test_smoke_training_lowers_the_loss_and_writes_a_run_folder(smoke_env):
     saved = json.loads((run / "run.json").read_text())
     assert saved["synthetic"] is True and saved["scale"] == "smoke" and saved["status"] == "finished"
     assert saved["recipe_hash"] == recipe_hash(recipe) and saved["precision"] == "fp32 (cpu)"
-    assert set(saved["metrics"]) == {"R1", "R5", "R10", "mAP", "mINP"} and record.world_size == 1
+    assert set(saved["metrics"]) == {"R1", "R3", "R5", "R10", "mAP", "mINP"} and record.world_size == 1
 
 
 def test_non_finite_loss_stops_naming_term_and_iteration(smoke_env, monkeypatch):

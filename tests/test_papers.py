@@ -112,7 +112,9 @@ def test_dry_run_plan_lists_every_table_i_and_fig3_cell(env, run_cli):
         for group in ("M", "MS", "VR", "MS->M"):
             assert labels[f"Table I / {row} / {group}"].status == NO_DATA
     assert labels["Table I / OSNet [44] / MS->M"].status == NO_DATA  # osnet_x1_0 exists
-    assert labels["Table I / CDNet [17] / M"].status == NO_MODEL
+    assert labels["Table I / CDNet [17] / M"].status == NO_DATA  # cdnet and mgn exist: every model is in
+    assert labels["Table III / MGN* [63] / MS"].status == NO_DATA
+    assert not [label for label, p in labels.items() if p.status == NO_MODEL]
     assert labels["Table III / RGA-SC [54] / M"].status == CITED
     assert sum(label.startswith("Fig. 3") for label in labels) == 8
     assert "MS->M" in out and "reidbench data download market1501" in out

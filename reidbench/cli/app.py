@@ -72,6 +72,7 @@ def _register_commands() -> None:
         data,
         env,
         evaluate,
+        launch,
         profile,
         regress,
         reproduce,

@@ -6,10 +6,13 @@ import typer
 from rich.console import Console
 
 from reidbench.cli.app import app, data_root_of
+from reidbench.cli.launch import LaunchRequest, launcher_options
 from reidbench.errors import ReidbenchError
+from reidbench.launch import IN_PROCESS
 
 
 @app.command("regress")
+@launcher_options
 def regress_command(
     ctx: typer.Context,
     suite: str = typer.Option("ci", "--suite", help="ci (synthetic data, CPU) or small (real datasets when present)."),
@@ -24,6 +27,7 @@ def regress_command(
                                                           "version) whose runs join the samples; repeatable."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="With --update: samples trained at once, each in its own "
                                                       "process."),
+    launch: LaunchRequest = None,
 ) -> None:
     """Train each main model on small data with fixed seeds and compare with the committed golden file."""
     import torch
@@ -35,8 +39,11 @@ def regress_command(
     if threads:
         torch.set_num_threads(threads)
     console = Console()
+    # the comparison needs every run: a cluster launcher always waits here; in-process trains in this process
+    launcher = None if launch.kind == IN_PROCESS else launch.launcher(wait=True)
     report, diff = run_suite(suite, update=update, data_root=data_root_of(ctx),
                              cases=case or None, tolerance_mode=tolerances, pythons=python, jobs=jobs,
+                             launcher=launcher,
                              say=lambda line: console.print(line, markup=False, highlight=False))
     if update:
         console.print(diff or "golden file unchanged", markup=False, highlight=False)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from reidbench import paths
 from reidbench.cli.app import app, data_root_of
+from reidbench.cli.launch import LaunchRequest, launcher_options
 from reidbench.errors import ReidbenchError
 from reidbench.papers.loading import list_papers
 from reidbench.papers.reproduce import Reproduction
@@ -72,6 +73,7 @@ def _finish(console: Console, result: Reproduction) -> None:
 
 
 @app.command("reproduce")
+@launcher_options
 def reproduce_command(
     ctx: typer.Context,
     paper: str = typer.Argument(..., help=f"Paper key: {', '.join(list_papers())}."),
@@ -87,21 +89,23 @@ def reproduce_command(
     overrides: list[str] = typer.Option([], "--set", help="key.path=value applied to every cell's recipe."),
     csv: Path = typer.Option(None, "--csv", help="Leaderboard CSV (default: leaderboards/<paper>.csv at full "
                                                  "scale, leaderboards/<paper>.<scale>.csv at small and smoke)."),
+    launch: LaunchRequest = None,
 ) -> None:
     """Reproduce a paper's tables: plan the cells, train what is missing, write the leaderboard."""
     from reidbench.leaderboard import read_leaderboard, to_rich
     from reidbench.papers.reproduce import plan_reproduction, run_reproduction
 
     console = Console()
-    if jobs < 1:
-        raise ReidbenchError(f"--jobs: expected a positive integer, got {jobs}")
+    launcher = None if dry_run else launch.launcher(jobs=jobs, devices=_devices(devices), device=device)
     result = plan_reproduction(paper, table=table, row=row, dataset=dataset, scale=scale, seeds=seeds,
                                data_root=data_root_of(ctx), overrides=overrides, csv=csv)
     print_plan(console, result)
     if dry_run:
         return
-    run_reproduction(result, data_root=data_root_of(ctx), jobs=jobs, devices=_devices(devices), device=device,
+    run_reproduction(result, data_root=data_root_of(ctx), launcher=launcher,
                      say=lambda line: console.print(line, markup=False))
+    if not result.csv.is_file():  # every cell is with the scheduler: its tasks write the rows
+        return
     frame = read_leaderboard(result.csv)
     frame = frame[(frame["scale"] == scale) | (frame["status"] == "not run")]
     selected = {(p.cell.table.id, p.cell.row.name, p.cell.group.label) for p in result.planned}
@@ -112,6 +116,7 @@ def reproduce_command(
 
 
 @app.command("ablate")
+@launcher_options
 def ablate_command(
     ctx: typer.Context,
     target: str = typer.Argument(..., help="A paper key (runs its ablation tables) or a recipe (with --grid)."),
@@ -123,16 +128,18 @@ def ablate_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     overrides: list[str] = typer.Option([], "--set", help="key.path=value applied to every run."),
+    launch: LaunchRequest = None,
 ) -> None:
     """Run ablations and render them as the paper's table with deltas to the first row."""
     from reidbench.papers.ablate import grid_rows, paper_ablation_rows, plan_grid, render
     from reidbench.papers.plan import FINISHED
-    from reidbench.papers.reproduce import default_devices, execute, reproduce_paper
+    from reidbench.papers.reproduce import reproduce_paper
 
     console = Console()
     say = lambda line: console.print(line, markup=False)  # noqa: E731
+    launcher = None if dry_run else launch.launcher(device=device)
     if target.lower() in list_papers() and not grid:
-        result = reproduce_paper(target, table=table, dataset=dataset, scale=scale, seeds=seeds, device=device,
+        result = reproduce_paper(target, table=table, dataset=dataset, scale=scale, seeds=seeds, launcher=launcher,
                                  dry_run=dry_run, data_root=data_root_of(ctx), overrides=overrides,
                                  ablation_only=True, say=say)
         if dry_run:
@@ -147,7 +154,10 @@ def ablate_command(
     planned = plan_grid(target, grid, scale, paths.runs_dir() / "ablate", overrides)
     if not dry_run:
         todo = [run for _, run in planned if run.state != FINISHED]
-        outcome = execute(todo, data_root_of(ctx), default_devices(device, 1), 1, say)
+        outcome = launcher.launch(todo, data_root_of(ctx), say, label=f"ablate-{Path(target).stem}")
+        if outcome.submitted:
+            console.print("rerun this command once the jobs are done to see the table", markup=False)
+            return
         if outcome.failed:
             for run, reason in outcome.failed.items():
                 console.print(f"failed: {run}: {reason}", style="red", markup=False)

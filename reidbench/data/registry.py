@@ -268,7 +268,9 @@ register(DatasetSpec(
                                                               "official lists (shipped)"),),
                       md5="2f93496f9b516d1ee5ef51c1d5e7d601", extracted_mb=480),),
     access="derived from DukeMTMC-reID (withdrawn); lists from lightas/Occluded-DukeMTMC-Dataset",
-    notes=("reidbench data prepare occluded_duke --from DukeMTMC-reID.zip builds it",),
+    notes=("reidbench data prepare occluded_duke --from DukeMTMC-reID.zip builds it",
+           "protocol: trains on its training list; occluded queries against the (mostly whole-body) Duke "
+           "gallery; Market rules (same id and camera removed), R1/R5/R10/mAP",),
     synthetic=SyntheticPlan("duke", gallery_only_ids=True, query_look="occluded", occluded_rate=0.2),
 ))
 
@@ -284,7 +286,10 @@ register(DatasetSpec(
                       extracted_mb=450),),
     access="by user agreement",
     stats_verified=False,
-    notes=("query: test/occluded_body_images, gallery: test/whole_body_images",),
+    notes=("query: test/occluded_body_images, gallery: test/whole_body_images",
+           "protocol: trains on train/ (whole and occluded bodies); occluded queries against whole-body "
+           "gallery images; Market rules (same id and camera removed; folders without camera ids in the "
+           "names give query camera 0, gallery camera 1), R1/R5/R10/mAP",),
     parser="p_duke",
     synthetic=SyntheticPlan("p_duke", query_look="occluded", occluded_rate=0.0, train_occluded_rate=0.4, cameras=8),
 ))
@@ -304,7 +309,8 @@ register(DatasetSpec(
     access="research use (Zheng et al., ICCV 2015)",
     protocol="partial",
     stats_verified=False,
-    notes=("test only; trained on Market-1501; query = partial bodies, gallery = whole bodies",),
+    notes=("test only; trained on Market-1501; query = partial bodies, gallery = whole bodies",
+           "protocol partial: cameras ignored (nothing removed from the gallery), R1/R3",),
     parser="partial_reid",
     synthetic=SyntheticPlan("partial_reid", paired_partial=True),
 ))
@@ -322,6 +328,8 @@ register(DatasetSpec(
     access="research use; 238 images, not the 476-image QMUL i-LIDS set",
     protocol="partial",
     stats_verified=False,
+    notes=("test only; trained on Market-1501; query = partial bodies (Probe), gallery = whole bodies",
+           "protocol partial: cameras ignored (nothing removed from the gallery), R1/R3",),
     parser="partial_ilids",
     synthetic=SyntheticPlan("partial_ilids", paired_partial=True, pairs_per_id=1),
     content_markers=(("query", "gallery"), ("Probe", "Gallery"), ("probe", "gallery")),

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from reidbench.errors import ReidbenchError
 from reidbench.recipes.schema import TransformSection
 
 BOT_ERASING_MEAN = (0.4914, 0.4822, 0.4465)  # the fill BoT's RandomErasing uses
@@ -60,9 +61,13 @@ def train_transform(t: TransformSection, height: int, width: int) -> v2.Compose:
         steps.append(v2.ColorJitter(*t.color_jitter))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(t.mean, t.std)]
     if t.erasing > 0:
+        area = t.erasing_area
+        if len(area) != 2 or not 0 < area[0] <= area[1] <= 1:
+            raise ReidbenchError(f"data.transforms.erasing_area: expected [min, max] fractions of the image with "
+                                 f"0 < min <= max <= 1, got {area!r}")
         fill = t.erasing_fill
         value = list(BOT_ERASING_MEAN) if fill == "mean" else ("random" if fill == "random" else fill)
-        steps.append(v2.RandomErasing(p=t.erasing, value=value))
+        steps.append(v2.RandomErasing(p=t.erasing, scale=tuple(area), value=value))
     if t.cutout > 0:
         steps.append(Cutout(t.cutout_size, t.cutout))
     return v2.Compose(steps)

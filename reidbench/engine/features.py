@@ -9,26 +9,33 @@ from reidbench.data.loader import eval_loader, image_paths
 from reidbench.data.records import ImageRecord, Split
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
-from reidbench.evaluation.features import FeatureSet, evaluate_feature_set
+from reidbench.evaluation.features import FeatureSet, evaluate_feature_set, select_feature
 from reidbench.models.contract import ReIDModel
 from reidbench.recipes.schema import EvalSection, Recipe
 
 
 def evaluate_features(features: FeatureSet, settings: EvalSection) -> EvaluationResult:
-    """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features."""
+    """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features; ranked by
+    ``settings.feature`` (the run's main feature or one of its ``eval.extra_features``) and ``settings.part``."""
     rerank = settings.rerank
+    try:
+        features = select_feature(features, settings.feature, settings.part)
+    except ValueError as error:
+        raise ReidbenchError(str(error)) from error
     return evaluate_feature_set(features, settings.metric, settings.normalize, rerank.enabled, k1=rerank.k1,
                                 k2=rerank.k2, lambda_value=rerank.lambda_value,
                                 local=settings.local_feature is not None)
 
 
 @torch.no_grad()
-def extract_features(model: ReIDModel, records: list[ImageRecord], recipe: Recipe, device: str,
-                     amp: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The eval feature of each image (and its local stripes when the recipe asks for them)."""
+def extract_outputs(model: ReIDModel, records: list[ImageRecord], recipe: Recipe, device: str,
+                    amp: bool = False) -> dict[str, torch.Tensor]:
+    """The eval outputs a recipe asks for, of each image: ``eval.feature``, ``eval.local_feature`` and
+    ``eval.extra_features``."""
     was_training = model.training
     model.eval()
-    names = [n for n in (recipe.eval.feature, recipe.eval.local_feature) if n]
+    names = list(dict.fromkeys(n for n in (recipe.eval.feature, recipe.eval.local_feature,
+                                           *recipe.eval.extra_features) if n))
     for name in names:
         if name not in model.eval_outputs:
             raise ReidbenchError(f"eval.feature: model {recipe.model.name} has no eval output {name!r}; "
@@ -45,20 +52,21 @@ def extract_features(model: ReIDModel, records: list[ImageRecord], recipe: Recip
                 out = out + flipped[name].float()
             parts[name].append(out.cpu())
     model.train(was_training)
-    feats = [torch.cat(parts[n]) for n in names]
-    return feats[0], (feats[1] if len(feats) > 1 else None)
+    return {n: torch.cat(parts[n]) for n in names}
 
 
 def extract_feature_set(model: ReIDModel, split: Split, recipe: Recipe, device: str, recipe_hash: str,
                         amp: bool = False) -> FeatureSet:
     q, g = split.query, split.gallery
-    query, query_local = extract_features(model, q, recipe, device, amp)
-    gallery, gallery_local = extract_features(model, g, recipe, device, amp)
+    query, gallery = (extract_outputs(model, records, recipe, device, amp) for records in (q, g))
+    main, local = recipe.eval.feature, recipe.eval.local_feature
+    extra = {n: (query[n], gallery[n]) for n in recipe.eval.extra_features if n not in (main, local)}
     return FeatureSet(
-        query_features=query, gallery_features=gallery, query_local=query_local, gallery_local=gallery_local,
+        query_features=query[main], gallery_features=gallery[main],
+        query_local=query[local] if local else None, gallery_local=gallery[local] if local else None, extra=extra,
         query_pids=np.array([r.pid for r in q]), query_camids=np.array([r.camid for r in q]),
         gallery_pids=np.array([r.pid for r in g]), gallery_camids=np.array([r.camid for r in g]),
         protocol=split.protocol, query_paths=image_paths(q), gallery_paths=image_paths(g),
         meta={"dataset": split.name, "synthetic": split.synthetic, "recipe_hash": recipe_hash,
-              "model": recipe.model.name},
+              "model": recipe.model.name, "feature": main},
     )

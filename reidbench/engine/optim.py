@@ -11,11 +11,12 @@ import math
 import torch
 from torch import nn
 
-from reidbench.errors import UnknownNameError
+from reidbench.errors import ReidbenchError, UnknownNameError
 from reidbench.recipes.schema import OptimSection, ScheduleSection
 
 OPTIMIZERS = ("sgd", "adam", "amsgrad")
 SCHEDULES = ("multistep", "step", "cosine", "constant")
+WARMUP_METHODS = ("linear", "step")
 
 
 def build_optimizer(model: nn.Module, optim: OptimSection) -> torch.optim.Optimizer:
@@ -40,8 +41,11 @@ def lr_factor(schedule: ScheduleSection, step: int, total: int, steps_per_epoch:
     unit = steps_per_epoch if schedule.per_iteration else 1
     epoch = step / unit
     if schedule.warmup_epochs and epoch < schedule.warmup_epochs:
-        alpha = epoch / schedule.warmup_epochs
-        warm = schedule.warmup_factor * (1 - alpha) + alpha
+        if schedule.warmup_method == "step":  # whole epochs, in steps of warmup_step epochs
+            warm = min(1.0, (int(epoch) // schedule.warmup_step + 1) * schedule.warmup_step / schedule.warmup_epochs)
+        else:
+            alpha = epoch / schedule.warmup_epochs
+            warm = schedule.warmup_factor * (1 - alpha) + alpha
     else:
         warm = 1.0
     if schedule.name == "multistep":
@@ -60,6 +64,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: ScheduleSection,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     if schedule.name not in SCHEDULES:
         raise UnknownNameError("schedule", schedule.name, SCHEDULES)
+    if schedule.warmup_method not in WARMUP_METHODS:
+        raise UnknownNameError("schedule.warmup_method", schedule.warmup_method, WARMUP_METHODS)
+    if schedule.warmup_method == "step" and schedule.warmup_step < 1:
+        raise ReidbenchError(f"schedule.warmup_step: expected a positive number of epochs, got {schedule.warmup_step}")
     total = epochs * (steps_per_epoch if schedule.per_iteration else 1)
     base = optimizer.param_groups[0]["lr"]
     return torch.optim.lr_scheduler.LambdaLR(

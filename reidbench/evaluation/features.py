@@ -17,6 +17,10 @@ key                       shape       meaning
                                       stored as a JSON string under ``meta_json`` in .npz
 ``query_local``/``gallery_local`` (optional)  [Q, H, C]/[G, H, C]  per-stripe local features
                                       (AlignedReID++ / AaP-ReID) for the DMLI local distance
+``extra`` (optional, .pt) dict        further model outputs by name, ``{name: {"query": [Q, ...],
+                                      "gallery": [G, ...]}}`` (2-D or [N, P, D] parts), so that an
+                                      evaluation may rank by another output of the same run; in
+                                      .npz as ``extra/<name>/query`` and ``extra/<name>/gallery``
 ========================  ==========  ================================================
 """
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,8 @@ class FeatureSet:
     meta: dict[str, Any] = field(default_factory=dict)
     query_local: torch.Tensor | None = None
     gallery_local: torch.Tensor | None = None
+    # further outputs by name: (query [Q, ...], gallery [G, ...]); see select_feature
+    extra: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 def _array(value: Any, where: str) -> np.ndarray:
@@ -177,6 +183,7 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         gallery_paths=_as_paths(raw["gallery_paths"], f"{file}: gallery_paths") if "gallery_paths" in raw else None,
         meta=_as_meta(raw, file),
     )
+    fs.extra = _read_extra(raw, file)
     if ("query_local" in raw) != ("gallery_local" in raw):
         raise ValueError(f"{file}: expected both query_local and gallery_local, or neither")
     kinds = ["pids", "camids"]
@@ -192,7 +199,59 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
                 raise ValueError(
                     f"{file}: {side}_{kind}: expected length {n} ({side}_features rows), got {len(value)}"
                 )
+        for name, pair in fs.extra.items():
+            got = pair[0 if side == "query" else 1].shape[0]
+            if got != n:
+                raise ValueError(f"{file}: extra {name} {side}: expected length {n} ({side}_features rows), got {got}")
     return fs
+
+
+def _extra_tensor(value: Any, where: str) -> torch.Tensor:
+    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+    if tensor.ndim not in (2, 3) or not tensor.is_floating_point():
+        raise ValueError(f"{where}: expected a 2-D or 3-D float tensor, got {tensor.dtype} {tuple(tensor.shape)}")
+    return tensor
+
+
+def _read_extra(raw: dict[str, Any], file: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``extra`` as a nested dict (.pt) or flat ``extra/<name>/<side>`` keys (.npz)."""
+    nested = raw.get("extra")
+    if nested is None:
+        nested = {}
+        for key, value in raw.items():
+            if key.startswith("extra/"):
+                _, name, side = key.split("/", 2)
+                nested.setdefault(name, {})[side] = value
+    if not isinstance(nested, dict):
+        raise ValueError(f"{file}: extra: expected a dict of {{name: {{query, gallery}}}}")
+    out = {}
+    for name, sides in nested.items():
+        if not isinstance(sides, dict) or set(sides) != {"query", "gallery"}:
+            raise ValueError(f"{file}: extra {name}: expected query and gallery tensors")
+        out[str(name)] = (_extra_tensor(sides["query"], f"{file}: extra {name} query"),
+                          _extra_tensor(sides["gallery"], f"{file}: extra {name} gallery"))
+    return out
+
+
+def select_feature(features: FeatureSet, name: str, part: int | None = None) -> FeatureSet:
+    """The feature set ranked by output ``name``: the stored main feature (``meta["feature"]``, the
+    default when the file does not say) or one of ``extra``; ``part`` (1-based) picks one part of a
+    [N, P, D] output, which is otherwise ranked as its concatenated parts."""
+    main = features.meta.get("feature", name)
+    if name == main:
+        query, gallery = features.query_features, features.gallery_features
+    elif name in features.extra:
+        query, gallery = features.extra[name]
+    else:
+        stored = ", ".join([main, *features.extra])
+        raise ValueError(f"eval.feature: {name!r} is not in the features file (it holds {stored}); "
+                         f"add it to the recipe's eval.extra_features and train again")
+    if part is not None:
+        if query.ndim != 3 or not 1 <= part <= query.shape[1]:
+            raise ValueError(f"eval.part: expected 1..P of a [N, P, D] feature, got part {part} of {name} "
+                             f"with shape {tuple(query.shape[1:])}")
+        query, gallery = query[:, part - 1], gallery[:, part - 1]
+    return replace(features, query_features=query.flatten(1), gallery_features=gallery.flatten(1))
 
 
 def save_features(path: str | os.PathLike[str], features: FeatureSet) -> Path:
@@ -217,12 +276,16 @@ def save_features(path: str | os.PathLike[str], features: FeatureSet) -> Path:
     if features.query_local is not None and features.gallery_local is not None:
         data["query_local"] = features.query_local.detach().cpu()
         data["gallery_local"] = features.gallery_local.detach().cpu()
+    extra = {name: {"query": q.detach().cpu(), "gallery": g.detach().cpu()} for name, (q, g) in features.extra.items()}
+
     def write(handle: Any) -> None:
         if file.suffix == ".pt":
             tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
-            torch.save({**tensors, "meta": features.meta}, handle)
+            torch.save({**tensors, "meta": features.meta, **({"extra": extra} if extra else {})}, handle)
         else:
             arrays = {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in data.items()}
+            arrays.update({f"extra/{name}/{side}": t.numpy() for name, sides in extra.items()
+                           for side, t in sides.items()})
             np.savez(handle, **arrays, meta_json=np.asarray(json.dumps(features.meta)))
 
     atomic_write(file, write)

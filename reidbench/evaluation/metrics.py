@@ -52,7 +52,7 @@ class EvaluationResult:
             raise ValueError(f"k: expected 1..{len(self.cmc)} (max_rank), got {k}")
         return float(self.cmc[k - 1])
 
-    def summary(self, ranks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    def summary(self, ranks: tuple[int, ...] = (1, 3, 5, 10)) -> dict[str, float]:
         out = {f"R{k}": self.rank(k) for k in ranks if k <= len(self.cmc)}
         out.update(mAP=self.mAP, mINP=self.mINP)
         return out

@@ -20,11 +20,16 @@ from reidbench.recipes.schema import LossTerm
 
 
 class CrossEntropy(nn.Module):
+    """Softmax cross-entropy on logits [N, classes]; on [N, H, classes] (one classifier per feature, MGN)
+    the mean over the H classifiers."""
+
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, **_: Any) -> torch.Tensor:
+        if logits.ndim == 3:  # [N, classes, H] against the same target for every head
+            logits, targets = logits.transpose(1, 2), targets[:, None].expand(-1, logits.shape[1])
         return nn.functional.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
 
 
@@ -42,7 +47,8 @@ class TripletLoss(nn.Module):
     another output whose distances choose the hard samples (AlignedReID++ mines the local
     branch's triplets with the global distance). ``distance="dmli"`` reads stripe features
     [N, H, C] and uses AlignedReID's shortest-path local distance; the mining output then uses
-    the Euclidean distance.
+    the Euclidean distance. Otherwise features [N, H, D] (one feature per branch, MGN) give one batch-hard
+    triplet loss per branch, averaged.
     """
 
     def __init__(self, margin: float | None = 0.3, normalize: bool = False,
@@ -56,6 +62,8 @@ class TripletLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor,
                 outputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if features.ndim == 3 and not self.aligned:
+            return torch.stack([self(features[:, h], targets, outputs) for h in range(features.shape[1])]).mean()
         if self.normalize:
             features = nn.functional.normalize(features.float(), dim=-1)
         if self.aligned:
@@ -122,6 +130,18 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
+def model_output(outputs: dict[str, Any], key: str, term: str) -> torch.Tensor:
+    """The output a loss term reads: a contract field, or ``aux.<name>`` for a family's further tensors."""
+    field, _, name = key.partition(".")
+    value = outputs.get(field)
+    if field == "aux" and isinstance(value, dict):
+        value = value.get(name)
+    if not isinstance(value, torch.Tensor):
+        available = [k for k in outputs if k != "aux"] + [f"aux.{k}" for k in outputs.get("aux") or {}]
+        raise ReidbenchError(f"loss {term}: the model has no output {key!r} (it returns {', '.join(available)})")
+    return value
+
+
 class LossSet(nn.Module):
     def __init__(self, terms: list[LossTerm], modules: list[nn.Module]) -> None:
         super().__init__()
@@ -134,10 +154,9 @@ class LossSet(nn.Module):
         total = torch.zeros((), device=targets.device)
         values = {}
         for name, term, loss in zip(self.names, self.terms, self.losses, strict=True):
-            if term.output not in outputs:
-                raise ReidbenchError(f"loss {name}: the model has no output {term.output!r} "
-                                     f"(it returns {', '.join(outputs)})")
-            value = loss(outputs[term.output], targets, outputs=outputs)
+            if term.weight == 0:  # switched off (an ablation): not computed, its output need not exist
+                continue
+            value = loss(model_output(outputs, term.output, name), targets, outputs=outputs)
             values[name] = value.detach()
             total = total + term.weight * value
         return total, values

@@ -3,6 +3,8 @@
 from reidbench.models.registry import MODELS, create_model, list_models, register_model
 
 # Importing the families registers their constructors.
-from reidbench.models import aligned, msinet, osnet, resnet_reid, small  # noqa: E402,F401  isort: skip
+from reidbench.models import (  # noqa: E402,F401  isort: skip
+    aligned, cdnet, fsafcmn, mgn, mhsanet, msinet, osnet, resnet_reid, small,
+)
 
 __all__ = ["MODELS", "create_model", "list_models", "register_model"]

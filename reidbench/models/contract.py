@@ -27,8 +27,10 @@ from reidbench.models.pretrained import LoadReport, PretrainedCfg
 #: Every output a model may return, by name. ``embedding`` is the test feature of most models.
 OUTPUT_FIELDS: dict[str, str] = {
     "embedding": "the test feature [N, D] (what retrieval ranks by, unless a recipe names another output)",
-    "global": "the global feature [N, D] the triplet loss reads (often before a BN neck)",
-    "logits": "identity logits [N, classes] of the global branch",
+    "global": "the global feature [N, D] the triplet loss reads (often before a BN neck); [N, B, D] for one "
+              "per branch (MGN)",
+    "logits": "identity logits [N, classes] of the global branch; [N, H, classes] for one classifier per "
+              "feature (MGN)",
     "local": "local (part / stripe) features: [N, D] concatenated parts or [N, H, D] stripes",
     "local_logits": "identity logits of the local branch (one tensor)",
     "parts": "per-part features [N, P, D] of multi-branch models",

@@ -39,16 +39,19 @@ class PretrainedCfg:
     skip_prefixes: tuple[str, ...] = ()
     # (file prefix, model prefix) renames applied before loading, first match wins
     rename: tuple[tuple[str, str], ...] = ()
+    # (model prefix, model prefix) copies made after renaming: a tensor loaded under the first prefix is
+    # also loaded under the second (branches that start as copies of one pretrained stage, e.g. MGN's)
+    duplicate: tuple[tuple[str, str], ...] = ()
 
     def path(self) -> Path:
         return paths.weights_dir() / self.filename
 
-    def with_mapping(self, skip_prefixes: tuple[str, ...] = (),
-                     rename: tuple[tuple[str, str], ...] = ()) -> PretrainedCfg:
+    def with_mapping(self, skip_prefixes: tuple[str, ...] = (), rename: tuple[tuple[str, str], ...] = (),
+                     duplicate: tuple[tuple[str, str], ...] = ()) -> PretrainedCfg:
         """The same file loaded into another model layout."""
         from dataclasses import replace
 
-        return replace(self, skip_prefixes=skip_prefixes, rename=rename)
+        return replace(self, skip_prefixes=skip_prefixes, rename=rename, duplicate=duplicate)
 
 
 @dataclass
@@ -114,6 +117,9 @@ def map_keys(state: dict[str, torch.Tensor], cfg: PretrainedCfg) -> dict[str, to
                 key = new + key[len(old):]
                 break
         out[key] = value
+        for source, copy in cfg.duplicate:
+            if key.startswith(source):
+                out[copy + key[len(source):]] = value
     return out
 
 

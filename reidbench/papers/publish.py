@@ -30,7 +30,7 @@ from reidbench.data.registry import get_dataset
 from reidbench.evaluation.atomic import atomic_write
 from reidbench.models import list_models
 from reidbench.papers.loading import select_cells
-from reidbench.papers.plan import CITED, train_images, without_recipe
+from reidbench.papers.plan import CITED, NO_MODEL, train_images, without_recipe
 from reidbench.papers.schema import Cell, Paper
 from reidbench.recipes.loading import load_recipe
 
@@ -44,6 +44,8 @@ def _reason(cell: Cell, models: set[str]) -> str:
     if cell.recipe is None:
         status, why = without_recipe(cell, models)
         return f"{status}: {why}"
+    if cell.row.model and cell.row.model not in models:  # a recipe exists, its model does not (yet)
+        return f"{NO_MODEL}: model {cell.row.model!r} is not in reidbench yet"
     recipe = load_recipe(cell.recipe, scale="full", base_overrides=cell.row.overrides)
     training = (f"{recipe.train.epochs} epochs x {train_images(recipe):,} {recipe.data.train} images ({cell.recipe}"
                 + (f" --set {' '.join(cell.row.overrides)}" if cell.row.overrides else "") + ")")

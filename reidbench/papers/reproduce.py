@@ -1,14 +1,9 @@
-"""Run a plan (in this process, or one subprocess per device) and turn finished runs into leaderboard rows."""
+"""Run a plan through a launcher (reidbench.launch) and turn finished runs into leaderboard rows."""
 
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,87 +13,17 @@ import numpy as np
 from reidbench import leaderboard
 from reidbench.envinfo import git_commit
 from reidbench.errors import ReidbenchError
-from reidbench.papers.plan import FINISHED, NO_DATA, RESUME, PlannedCell, PlannedRun, run_state
+from reidbench.launch import Launcher, Outcome, Say, default_devices, make_launcher
+from reidbench.papers.plan import FINISHED, NO_DATA, PlannedCell, run_state
 from reidbench.papers.schema import Paper
 
-Say = Callable[[str], None]
+__all__ = ["CellRowsWriter", "Outcome", "Reproduction", "cell_rows", "collect", "default_devices", "execute",
+           "plan_reproduction", "reproduce_paper", "run_reproduction"]
 
 
-@dataclass
-class Outcome:
-    trained: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # run folder -> reason
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    blocked: list[PlannedCell] = field(default_factory=list)
-
-
-def _train_in_process(run: PlannedRun, device: str, data_root: Path) -> None:
-    from reidbench.engine.trainer import Trainer
-
-    Trainer(run.recipe, run_dir=run.run_dir, device=device, data_root=data_root,
-            resume=run.state == RESUME, quiet=True).run()
-
-
-def _train_subprocess(run: PlannedRun, device: str, data_root: Path) -> None:
-    cmd = [sys.executable, "-m", "reidbench", "--data-root", str(data_root), "train", str(run.recipe_file),
-           "--scale", run.recipe.scale, "--device", device,
-           *[a for o in run.base_overrides for a in ("--base-set", o)],
-           *[a for o in run.overrides for a in ("--set", o)]]
-    cmd += ["--resume", str(run.run_dir)] if run.state == RESUME else ["--run-dir", str(run.run_dir)]
-    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = run.run_dir.parent / f"{run.run_dir.name}.log"
-    with open(log, "w") as handle:
-        code = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        raise ReidbenchError(f"{run.run_dir.name}: training exited with code {code}: {tail[0]}",
-                             hint=f"full log: {log}")
-
-
-def execute(runs: list[PlannedRun], data_root: Path, devices: list[str], jobs: int, say: Say) -> Outcome:
-    """Train every run; with jobs > 1, one subprocess per device at a time (devices are reused in turn)."""
-    outcome = Outcome()
-    total = len(runs)
-
-    def one(index: int, run: PlannedRun, device: str, in_process: bool) -> None:
-        start = time.perf_counter()
-        verb = "resuming" if run.state == RESUME else "training"
-        say(f"[{index}/{total}] {verb} {run.run_dir.name} on {device}")
-        try:
-            (_train_in_process if in_process else _train_subprocess)(run, device, data_root)
-        except ReidbenchError as error:
-            outcome.failed[str(run.run_dir)] = error.message
-            say(f"[{index}/{total}] failed {run.run_dir.name}: {error.message}")
-            return
-        outcome.trained.append(str(run.run_dir))
-        say(f"[{index}/{total}] finished {run.run_dir.name} in {time.perf_counter() - start:.0f} s")
-
-    if jobs <= 1:
-        for index, run in enumerate(runs, 1):
-            one(index, run, devices[0], in_process=True)
-        return outcome
-    # parallel runs would race to generate the same synthetic miniature: generate each once, here
-    from reidbench.engine.build import load_split
-
-    for run in runs:
-        if run.recipe.data.synthetic:
-            load_split(run.recipe, "train", data_root)
-            load_split(run.recipe, "test", data_root)
-    free: queue.Queue[str] = queue.Queue()
-    for slot in range(jobs):
-        free.put(devices[slot % len(devices)])
-
-    def task(index: int, run: PlannedRun) -> None:
-        device = free.get()
-        try:
-            one(index, run, device, in_process=False)
-        finally:
-            free.put(device)
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(task, i, run) for i, run in enumerate(runs, 1)]:
-            future.result()
-    return outcome
+def execute(runs: list[Any], data_root: Path, devices: list[str], jobs: int, say: Say) -> Outcome:
+    """Train every run in this process, or with jobs > 1 in subprocesses over ``devices`` (the in-process launcher)."""
+    return make_launcher(jobs=jobs, devices=devices).launch(runs, data_root, say)
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -259,15 +184,6 @@ class Reproduction:
         return [p for p in self.planned if p.status == NO_DATA]
 
 
-def default_devices(device: str, jobs: int) -> list[str]:
-    import torch
-
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        return [f"cuda:{i}" for i in range(count)] if jobs > 1 else ["cuda"]
-    return ["cpu" if device == "auto" else device]
-
-
 def plan_reproduction(key: str, *, table: str | None = None, row: str | None = None, dataset: str | None = None,
                       scale: str = "full", seeds: int = 1, data_root: Path, runs_root: Path | None = None,
                       overrides: list[str] | None = None, ablation_only: bool = False,
@@ -283,31 +199,60 @@ def plan_reproduction(key: str, *, table: str | None = None, row: str | None = N
     return Reproduction(paper, planned, csv or leaderboard.leaderboard_path(paper.key, scale=scale))
 
 
+@dataclass
+class CellRowsWriter:
+    """Merges the rows of the cells a run completes, once all their runs finished; run where the run finished
+    (a cluster task, on its node), so rows reach the leaderboard whoever finishes first."""
+
+    paper: Paper
+    cells: list[PlannedCell]
+    csv: Path
+
+    @property
+    def labels(self) -> list[str]:
+        return [item.cell.label for item in self.cells]
+
+    def __call__(self) -> None:
+        for item in self.cells:
+            for run in item.runs:
+                run.state = run_state(run.run_dir)
+        done = [item for item in self.cells if all(run.state == FINISHED for run in item.runs)]
+        if done:
+            commit = git_commit()
+            leaderboard.merge_rows(self.csv, [row for item in done for row in cell_rows(self.paper, item, commit)],
+                                   leaderboard_order(self.paper))
+
+
 def run_reproduction(result: Reproduction, *, data_root: Path, jobs: int = 1, devices: list[str] | None = None,
-                     device: str = "auto", say: Say = print) -> Reproduction:
-    """Train the plan's missing runs (each once), then write every planned cell's leaderboard rows."""
-    from reidbench.engine.build import resolve_device
+                     device: str = "auto", say: Say = print, launcher: Launcher | None = None) -> Reproduction:
+    """Train the plan's missing runs (each once) with the launcher (default: in this process, or ``jobs``
+    subprocesses), then write the leaderboard rows of every planned cell not left with a scheduler."""
     from reidbench.papers.plan import unique_runs
 
     if jobs < 1:
         raise ReidbenchError(f"--jobs: expected a positive integer, got {jobs}")
     leaderboard.check_writable(result.csv)  # before hours of training, not after
-    devices = devices or default_devices(device, jobs)
-    for name in devices:
-        resolve_device(name)
-    result.outcome = execute(unique_runs(result.planned), data_root, devices, jobs, say)
+    launcher = launcher or make_launcher(jobs=jobs, devices=devices, device=device)
+    runs = unique_runs(result.planned)
+    after = {str(run.run_dir): CellRowsWriter(result.paper, [p for p in result.planned
+                                                             if any(r.hash == run.hash for r in p.runs)],
+                                              result.csv.absolute()) for run in runs}
+    result.outcome = launcher.launch(runs, data_root, say, label=result.paper.key, after=after)
     for item in result.planned:  # states changed: read them again
         for run in item.runs:
             run.state = run_state(run.run_dir)
-    result.outcome.rows = collect(result.paper, result.planned, result.csv)
+    submitted = set(result.outcome.submitted)  # their tasks write their rows when they finish
+    remaining = [p for p in result.planned if not any(str(r.run_dir) in submitted for r in p.runs)]
+    result.outcome.rows = collect(result.paper, remaining, result.csv) if remaining else []
     return result
 
 
 def reproduce_paper(key: str, *, dry_run: bool = False, data_root: Path, jobs: int = 1,
                     devices: list[str] | None = None, device: str = "auto", say: Say = print,
-                    **selection: Any) -> Reproduction:
+                    launcher: Launcher | None = None, **selection: Any) -> Reproduction:
     """Plan the selected cells and, unless dry_run, train what is missing and write the leaderboard."""
     result = plan_reproduction(key, data_root=data_root, **selection)
     if dry_run:
         return result
-    return run_reproduction(result, data_root=data_root, jobs=jobs, devices=devices, device=device, say=say)
+    return run_reproduction(result, data_root=data_root, jobs=jobs, devices=devices, device=device, say=say,
+                            launcher=launcher)

@@ -25,6 +25,7 @@ class TransformSection:
     translate: float = 0.0  # Random2DTranslation probability (AlignedReID): enlarge 1/8, crop
     erasing: float = 0.5  # random erasing probability
     erasing_fill: list[float] | str = "mean"  # per-channel fill after normalisation, or "mean"/"random"
+    erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.33])  # erased fraction of the image, min/max
     color_jitter: list[float] | None = None  # brightness, contrast, saturation, hue
     cutout: float = 0.0  # Cutout probability (MHSA-Net)
     cutout_size: int = 64
@@ -58,9 +59,9 @@ class DataSection:
 
 @dataclass
 class LossTerm:
-    name: str = "cross_entropy"  # cross_entropy | triplet | center
-    output: str = "logits"  # which model output the term reads
-    weight: float = 1.0
+    name: str = "cross_entropy"  # cross_entropy | triplet | center | spatial_align | fdrt | ihtl | acm
+    output: str = "logits"  # which model output the term reads (aux.<name>: one of the model's aux tensors)
+    weight: float = 1.0  # 0 switches the term off (not computed)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,6 +85,10 @@ class ScheduleSection:
     gamma: float = 0.1
     warmup_epochs: int = 10
     warmup_factor: float = 0.01
+    # linear: from warmup_factor up to 1; step: (epoch // warmup_step + 1) * warmup_step / warmup_epochs
+    # (MHSA-Net's released schedule: 1e-4 x (epoch // 5 + 1) up to 1e-3 over 50 epochs)
+    warmup_method: str = "linear"
+    warmup_step: int = 5
     min_lr: float = 0.0
     per_iteration: bool = False
 
@@ -113,6 +118,10 @@ class RerankSection:
 class EvalSection:
     feature: str = "embedding"
     local_feature: str | None = None  # stripe output added as the DMLI local distance (AlignedReID++)
+    # further eval outputs saved in features.pt, so that a paper row's `evaluate:` may rank by them
+    # (eval.feature=<one of these>) without training again
+    extra_features: list[str] = field(default_factory=list)
+    part: int | None = None  # rank by part number `part` (1-based) of a [N, P, D] feature (one head)
     metric: str = "euclidean"
     normalize: bool = False
     rerank: RerankSection = field(default_factory=RerankSection)

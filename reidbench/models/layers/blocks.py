@@ -7,19 +7,20 @@ import torch
 from torch import nn
 
 
-def init_osnet_style(model: nn.Module) -> None:
-    """The initialisation of OSNet-family code (OSNet, CDNet, MSINet): Kaiming (fan-out) convolutions,
-    BN weight 1 / bias 0, linear layers N(0, 0.01) with zero bias."""
+def init_osnet_style(model: nn.Module, conv_mode: str = "fan_out", linear_std: float = 0.01) -> None:
+    """The initialisation of OSNet-family code: Kaiming convolutions, BN weight 1 / bias 0, linear layers
+    N(0, linear_std) with zero bias. OSNet and MSINet use fan-out and 0.01; CDNet's released code uses
+    fan-in and 0.001."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode=conv_mode, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.normal_(m.weight, 0, linear_std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
