@@ -139,6 +139,21 @@ def smoke_env(tmp_path, monkeypatch):
     return tmp_path
 
 
+def test_bot_market_recipe_is_the_released_center_loss_configuration(smoke_env):
+    """Triplet + centre loss on the pre-BN feature (width measured from the model), the centres' own SGD at lr
+    0.5 with the loss weight undone on their gradients, test on the L2-normalised BN feature."""
+    recipe = load_recipe(BOT, scale="smoke", overrides=SMOKE + ["train.epochs=1"])
+    center = next(t for t in recipe.loss if t.name == "center")
+    assert (center.output, center.weight, recipe.optim.center_lr) == ("global", 5.0e-4, 0.5)
+    assert recipe.eval.feature == "embedding" and recipe.eval.normalize is True
+    trainer = Trainer(recipe, run_dir=smoke_env / "run", device="cpu", quiet=True)
+    centers = trainer.losses.center_parameters()[0]
+    assert centers.shape == (trainer.train_split.num_train_pids, 4 * 8)  # small_cnn width 8: a 32-d global feature
+    assert trainer.center_grad_scale == pytest.approx(2000.0)
+    trainer.run()
+    assert json.loads((smoke_env / "run" / "metrics.jsonl").read_text().splitlines()[0])["center:global"] > 0
+
+
 SMOKE = ["data.synthetic_ids=12", "data.synthetic_images_per_id=6", "data.batch_size=8",
          "data.sampler.num_instances=2", "model.width=8", "data.height=64", "data.width=32"]
 
@@ -236,7 +251,8 @@ def test_cli_test_writes_features_that_evaluate_reads(smoke_env, run_cli):
             "--out", str(out), "--device", "cpu", *[a for o in SMOKE + ["train.epochs=1"] for a in ("--set", o)]]
     code, stdout, stderr = run_cli(*args)
     assert code == 0, stderr
-    code, stdout, _ = run_cli("evaluate", str(out), "--json")
+    assert recipe.eval.normalize  # BoT tests on L2-normalised features: evaluate is told the same
+    code, stdout, _ = run_cli("evaluate", str(out), "--json", "--normalize")
     expected = json.loads((smoke_env / "run/run.json").read_text())["metrics"]["mAP"]
     assert code == 0 and json.loads(stdout)["mAP"] == pytest.approx(expected)
 

@@ -113,6 +113,25 @@ def build_model(recipe: Recipe, num_classes: int) -> BuiltModel:
     return BuiltModel(model, f"loaded {report.note()}", report.as_dict())
 
 
+def output_width(model: ReIDModel, output: str) -> int:
+    """The width of one of a model's outputs (``aux.NAME`` for an auxiliary one), from one forward pass in
+    eval mode at its default input (eval mode leaves BatchNorm statistics alone)."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(torch.zeros(2, 3, *model.default_input, device=device))
+    finally:
+        model.train(was_training)
+    group, _, key = output.partition(".")
+    value = (outputs.get("aux") or {}).get(key) if group == "aux" and key else outputs.get(output)
+    if not isinstance(value, torch.Tensor):
+        raise ReidbenchError(f"loss center: cannot measure the width of output {output!r} (not among the model's "
+                             "test outputs)", hint="set feat_dim in the loss term")
+    return int(value.shape[1])
+
+
 def build_train_loader(recipe: Recipe, split: Split, rank: int = 0, world_size: int = 1, device: str = "cpu"):
     """The training DataLoader and its identity sampler."""
     return train_loader(split, recipe.data, recipe.train.seed, rank, world_size, device)

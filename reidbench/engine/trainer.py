@@ -28,6 +28,7 @@ from reidbench.engine.build import (
     build_scheduler,
     build_train_loader,
     load_split,
+    output_width,
     resolve_device,
     seed_everything,
 )
@@ -138,7 +139,8 @@ class Trainer:
             if name is not None and name not in self.model.eval_outputs:
                 raise ReidbenchError(f"eval.{key}: model {r.model.name} has no eval output {name!r}; "
                                      f"expected one of: {', '.join(self.model.eval_outputs)}")
-        self.losses = build_losses(r.loss, self.train_split.num_train_pids).to(self.device)
+        self.losses = build_losses(r.loss, self.train_split.num_train_pids,
+                                   feature_dims=lambda output: output_width(self.model, output)).to(self.device)
         self.loader, self.sampler = build_train_loader(r, self.train_split, self.dist.rank, self.dist.world_size,
                                                        self.device)
         self.steps_per_epoch = max(1, len(self.sampler.global_batches()) // self.dist.world_size)

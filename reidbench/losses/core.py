@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -89,7 +90,8 @@ class TripletLoss(nn.Module):
 
 
 class CenterLoss(nn.Module):
-    """Wen et al. 2016: squared distance to a learned per-class centre (its own optimiser)."""
+    """Wen et al. 2016: squared distance to a learned per-class centre (its own optimiser). ``feat_dim``
+    defaults to the width of the model output the term is applied to (the trainer measures it)."""
 
     def __init__(self, num_classes: int = 751, feat_dim: int = 2048) -> None:
         super().__init__()
@@ -165,7 +167,10 @@ class LossSet(nn.Module):
         return [p for loss in self.losses if isinstance(loss, CenterLoss) for p in loss.parameters()]
 
 
-def build_losses(terms: list[LossTerm], num_classes: int) -> LossSet:
+def build_losses(terms: list[LossTerm], num_classes: int,
+                 feature_dims: Callable[[str], int] | None = None) -> LossSet:
+    """The recipe's loss terms; ``feature_dims(output)`` gives the width of a model output (a centre loss's
+    ``feat_dim`` when the recipe does not set it)."""
     modules = []
     for term in terms:
         if term.name not in LOSSES:
@@ -175,6 +180,8 @@ def build_losses(terms: list[LossTerm], num_classes: int) -> LossSet:
         options = dict(term.options)
         if term.name == "center":
             options.setdefault("num_classes", num_classes)
+            if "feat_dim" not in options and feature_dims is not None:
+                options["feat_dim"] = feature_dims(term.output)
         unknown = [k for k in options if k not in accepted]
         if unknown:
             raise ReidbenchError(f"loss {term.name}: unknown option(s) {', '.join(unknown)}; "
