@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -320,6 +321,20 @@ def compare(case: str, expected: dict[str, Any], got: dict[str, float], same_env
 
 # ---- --update's samples ----
 
+def training_code_hash() -> str:
+    """A digest of the package's source, except the suite runner and the CLI: what a sample's numbers depend on."""
+    import hashlib
+
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative == "regress.py" or relative.startswith("cli/"):
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _sample_here(case: Case, seed: int, threads: int, run_dir: Path, data_root: Path,
                  device: str) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
     import torch
@@ -364,15 +379,33 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
 
     reference_threads = torch.get_num_threads()
     tasks = []
-    for case in cases:
-        reference = (case.name, None, reference_threads, case.load().train.seed)
-        plan = [(case.name, python, threads, seed) for python in [None, *pythons] for threads in suite.threads
-                for seed in suite.seeds]
-        tasks += ([] if reference in plan else [reference]) + plan
+    # this interpreter's samples of every case first, then each other interpreter's
+    for python in [None, *pythons]:
+        for case in cases:
+            reference = (case.name, None, reference_threads, case.load().train.seed)
+            plan = [(case.name, python, threads, seed) for threads in suite.threads for seed in suite.seeds]
+            tasks += ([] if python is not None or reference in plan else [reference]) + plan
     by_name = {case.name: case for case in cases}
+    # finished samples survive an interrupted --update: keyed by the training code, recipe, interpreter, threads
+    cache_file = runs / "update-samples.jsonl"
+    code = training_code_hash()
+    cached = {}
+    if cache_file.is_file():
+        for line in cache_file.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                cached[entry["key"]] = tuple(entry["result"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by the interruption
+    lock = threading.Lock()
 
     def sample(task: tuple[str, str | None, int, int]) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
         name, python, threads, seed = task
+        key = "|".join([code, name, recipe_hash(by_name[name].load(seed)), python or sys.executable, str(threads),
+                        str(seed)])
+        if key in cached:
+            say(f"{name}: {threads} threads, seed {seed}, {python or 'this interpreter'}: sampled before (kept)")
+            return cached[key]
         run_dir = runs / f"{name}-update-{tasks.index(task)}"
         start = time.perf_counter()
         if python is None and jobs == 1:
@@ -380,10 +413,18 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
         else:
             result = _sample_in(python or sys.executable, suite, by_name[name], seed, threads, run_dir, data_root)
         shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of big models add up over the samples
+        with lock:
+            with cache_file.open("a") as handle:
+                handle.write(json.dumps({"key": key, "result": list(result)}) + "\n")
         say(f"{name}: torch {result[2]['torch']}, {threads} threads, seed {seed}: mAP {result[0]['mAP']:.2f} "
             f"in {time.perf_counter() - start:.0f} s")
         return result
 
+    from reidbench.engine.build import load_split
+
+    for case in cases:  # each synthetic miniature rendered once, here: samples started together would race to write it
+        for which in ("train", "test"):
+            load_split(case.load(), which, data_root)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = dict(zip(tasks, pool.map(sample, tasks), strict=True))
     measured, environment, labels = {}, {}, []

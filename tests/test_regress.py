@@ -89,7 +89,9 @@ def test_small_suite_skips_cases_without_data_and_says_why(tmp_path, monkeypatch
 
 def test_committed_ci_golden_is_sampled_across_environments_and_well_above_chance():
     suite = load_suite("ci")
-    assert {c.name for c in suite.cases} >= {"bot", "msinet", "masenet", "aap_reid"}
+    # every paper's main model (and the baselines their tables compare with)
+    assert {c.name for c in suite.cases} >= {"bot", "msinet", "masenet", "aap_reid", "mhsa_net", "fsafcmn", "cdnet",
+                                            "mgn"}
     golden = read_golden(golden_path(suite))
     measured = golden["measured"]
     assert set(measured["threads"]) >= {1, 2} and len(measured["seeds"]) >= 3
@@ -106,7 +108,7 @@ def test_committed_ci_golden_is_sampled_across_environments_and_well_above_chanc
         # the cases learn: even the lower edge of the tolerance is far above a random ranking
         for metric in ("R1", "mAP"):
             assert metrics[metric]["mean"] - metrics[metric]["cross_env"] > 3 * entry["chance"][metric], metric
-        assert metrics["mAP"]["mean"] >= 30
+        assert metrics["mAP"]["mean"] >= 5 * entry["chance"]["mAP"] and metrics["mAP"]["mean"] >= 10
     assert golden["cases"]["masenet"]["metrics"]["deploy_params"]["mean"] == 2446915
 
 
