@@ -75,6 +75,9 @@ class Suite:
     device: str = "cpu"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: list[int] = field(default_factory=lambda: [1, 2])
+    # samples taken in each --python interpreter (another torch): by default the same seeds x threads
+    other_seeds: list[int] | None = None
+    other_threads: list[int] | None = None
     sigmas: float = 4.0
     floors: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FLOORS))
 
@@ -132,10 +135,14 @@ def load_suite(name: str) -> Suite:
     sigmas = data.get("sigmas", 4.0)
     if not isinstance(sigmas, (int, float)) or sigmas <= 0:
         raise ReidbenchError(f"{path}: sigmas: expected a positive number, got {sigmas!r}")
+    other = update.get("other_interpreters") or {}
     return Suite(data.get("suite", path.stem), path, cases, data.get("device", "cpu"),
                  _int_list(path, "update.seeds", update.get("seeds", [0, 1, 2]), 0),
                  _int_list(path, "update.threads", update.get("threads", [1, 2]), 1), float(sigmas),
-                 {**DEFAULT_FLOORS, **(data.get("floors") or {})})
+                 {**DEFAULT_FLOORS, **(data.get("floors") or {})},
+                 _int_list(path, "update.other_interpreters.seeds", other["seeds"], 0) if "seeds" in other else None,
+                 _int_list(path, "update.other_interpreters.threads", other["threads"], 1)
+                 if "threads" in other else None)
 
 
 def golden_path(suite: Suite) -> Path:
@@ -383,7 +390,9 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
     for python in [None, *pythons]:
         for case in cases:
             reference = (case.name, None, reference_threads, case.load().train.seed)
-            plan = [(case.name, python, threads, seed) for threads in suite.threads for seed in suite.seeds]
+            seeds = suite.seeds if python is None else suite.other_seeds or suite.seeds
+            thread_counts = suite.threads if python is None else suite.other_threads or suite.threads
+            plan = [(case.name, python, threads, seed) for threads in thread_counts for seed in seeds]
             tasks += ([] if python is not None or reference in plan else [reference]) + plan
     by_name = {case.name: case for case in cases}
     # finished samples survive an interrupted --update: keyed by the training code, recipe, interpreter, threads
