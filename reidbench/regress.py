@@ -75,11 +75,11 @@ class Suite:
     device: str = "cpu"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: list[int] = field(default_factory=lambda: [1, 2])
+    sigmas: float = 4.0
+    floors: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FLOORS))
     # samples taken in each --python interpreter (another torch): by default the same seeds x threads
     other_seeds: list[int] | None = None
     other_threads: list[int] | None = None
-    sigmas: float = 4.0
-    floors: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FLOORS))
 
 
 @dataclass
