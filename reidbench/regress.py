@@ -468,7 +468,9 @@ def _write_golden(suite: Suite, golden: dict[str, Any], measured: dict[str, Any]
 
     path = golden_path(suite)
     old_text = path.read_text() if path.is_file() else ""
-    kept = {k: v for k, v in (golden.get("cases") or {}).items() if k not in measured}
+    # cases of the suite not sampled this time keep their entries; cases no longer in the suite are dropped
+    in_suite = {case.name for case in suite.cases}
+    kept = {k: v for k, v in (golden.get("cases") or {}).items() if k not in measured and k in in_suite}
     document = {"suite": suite.name, "environment": environment,
                 "measured": {"date": time.strftime("%Y-%m-%d"), "git_commit": git_commit(), "device": suite.device,
                              "seeds": suite.seeds, "threads": suite.threads,

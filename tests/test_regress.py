@@ -55,6 +55,12 @@ def test_update_samples_the_noise_and_the_golden_catches_a_changed_loss_weight(t
         round(case["metrics"]["R1"]["cross_env"] / rank_step), abs=1e-3)
     assert 0 < case["chance"]["mAP"] < 100 and 0 < case["chance"]["R1"] < 100
 
+    # an interrupted or repeated --update keeps the samples it finished (same code, recipe, interpreter, threads)
+    code, again, err = run_cli("regress", "--suite", str(suite), "--update", "--threads", "1",
+                               "--python", sys.executable)
+    assert code == 0, err
+    assert again.count("sampled before (kept)") == 4 and "golden file unchanged" in again
+
     code, out, err = run_cli("regress", "--suite", str(suite), "--threads", "1")
     assert code == 0, out
     assert "environment identical to the golden run's" in out and "FAIL" not in out
@@ -105,10 +111,11 @@ def test_committed_ci_golden_is_sampled_across_environments_and_well_above_chanc
         for spec in metrics.values():
             assert len(spec["samples"]) == len(measured["samples"])
             assert spec["cross_env"] >= round(min(suite.sigmas * spec["std"], spec["cross_env"]), 4)
-        # the cases learn: even the lower edge of the tolerance is far above a random ranking
-        for metric in ("R1", "mAP"):
-            assert metrics[metric]["mean"] - metrics[metric]["cross_env"] > 3 * entry["chance"][metric], metric
-        assert metrics["mAP"]["mean"] >= 5 * entry["chance"]["mAP"] and metrics["mAP"]["mean"] >= 10
+        # the cases learn: mAP far above a random ranking's, and even the lower edge of its cross-environment
+        # tolerance above it (a model that stopped learning fails)
+        assert metrics["mAP"]["mean"] >= 10 * entry["chance"]["mAP"] and metrics["mAP"]["mean"] >= 15
+        assert metrics["mAP"]["mean"] - metrics["mAP"]["cross_env"] > 2 * entry["chance"]["mAP"]
+        assert metrics["R1"]["mean"] >= 10 * entry["chance"]["R1"]
     assert golden["cases"]["masenet"]["metrics"]["deploy_params"]["mean"] == 2446915
 
 
