@@ -230,6 +230,7 @@ def read_measurements(recipe: Recipe, run_dir: Path, data_root: Path) -> tuple[d
     """A finished run's measurements, read from its folder (wherever it trained), and the chance levels of its
     query/gallery split."""
     from reidbench.engine.build import load_split
+    from reidbench.evaluation.features import load_features
     from reidbench.models import create_model
     from reidbench.profile import parameter_counts
 
@@ -242,6 +243,10 @@ def read_measurements(recipe: Recipe, run_dir: Path, data_root: Path) -> tuple[d
     # the classifier is not deployed: any class count gives the same deploy count
     _, deploy, _ = parameter_counts(create_model(recipe.model.name, **options))
     split = load_split(recipe, "test", data_root)
+    # the mean L2 norm of the query features as the model outputs them (before any normalisation by the
+    # evaluation): a wrong test feature (e.g. a neck bypassed) can rank almost alike yet changes its scale
+    features = load_features(run_dir / "features.pt")
+    values["feature_norm"] = float(features.query_features.float().norm(dim=1).mean())
     values["deploy_params"] = float(deploy)
     values["queries"] = float(record["num_valid_queries"])
     values["gallery"] = float(len(split.gallery))
