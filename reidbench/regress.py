@@ -311,14 +311,20 @@ def tolerances(metric: str, reference: float, std: float, queries: float, suite:
         floor = suite.floors["loss_relative"] * abs(reference) if metric.startswith("loss:") \
             else suite.floors.get(metric, DEFAULT_FLOORS["mAP"])
         cross = suite.sigmas * std
-    return round(floor, 4), round(max(floor, cross), 4)
+    return significant(floor), significant(max(floor, cross))
 
 
 def summarize(metric: str, samples: list[float], reference: float, queries: float, suite: Suite) -> dict[str, Any]:
     std = statistics.stdev(samples) if len(samples) > 1 else 0.0
     same, cross = tolerances(metric, reference, std, queries, suite)
-    return {"reference": round(reference, 4), "mean": round(statistics.fmean(samples), 4), "std": round(std, 4),
-            "same_env": same, "cross_env": cross, "samples": [round(s, 4) for s in samples]}
+    return {"reference": significant(reference), "mean": significant(statistics.fmean(samples)),
+            "std": significant(std), "same_env": same, "cross_env": cross, "samples": [significant(s) for s in samples]}
+
+
+def significant(value: float, digits: int = 6) -> float:
+    """``value`` to ``digits`` significant digits: small losses (MHSA-Net's ACM term is ~6e-5) keep their
+    precision in the golden file, where a fixed number of decimals would round them to 0.0001."""
+    return float(f"{value:.{digits}g}")
 
 
 def compare(case: str, expected: dict[str, Any], got: dict[str, float], same_env: bool) -> list[Check]:
