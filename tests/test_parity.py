@@ -27,7 +27,8 @@ import pytest
 import torch
 
 from reidbench.models import create_model
-from tests.parity import seeded_images, seeded_weights
+
+from .parity import seeded_images, seeded_weights
 
 GOLDEN = Path(__file__).parent / "data" / "parity"
 FAMILIES = ("bot", "msinet", "osnet", "alignedreid", "aap_reid", "cdnet", "mgn")
