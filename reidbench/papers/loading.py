@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.errors import ReidbenchError, UnknownNameError
+from reidbench.papers.figure_spec import load_figures
 from reidbench.papers.schema import METRICS, TABLE_KINDS, Cell, DatasetColumn, Paper, Row, Table
 from reidbench.recipes.loading import read_mapping, recipe_dirs, resolve_path
 
@@ -150,7 +151,8 @@ def load_paper(key: str, folders: list[Path] | None = None) -> Paper:
     return Paper(key=_need(data, "paper", str, "paper", source), title=str(data.get("title", "")),
                  citation=str(data.get("citation", "")), source=str(data.get("source", "")),
                  tolerance=float(data.get("tolerance", 1.0)), datasets=datasets, tables=tables,
-                 notes=list(data.get("notes") or []), docs=str(data.get("docs", "")))
+                 notes=list(data.get("notes") or []), docs=str(data.get("docs", "")),
+                 figures=load_figures(data.get("figures"), tables, source))
 
 
 # ---- selection -------------------------------------------------------------------------------
