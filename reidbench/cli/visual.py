@@ -39,7 +39,8 @@ def _figure_table(paper: str, results: list) -> Table:
                 text += "; left out: " + "; ".join(result.left_out)
             table.add_row(figure.id, figure.kind, text, style="green")
         else:
-            table.add_row(figure.id, figure.kind, f"not made yet: {result.why_not}", style="yellow")
+            table.add_row(figure.id, figure.kind, f"not made yet: {len(result.missing)} cell(s) must run first",
+                          style="yellow")
     return table
 
 
@@ -70,8 +71,11 @@ def figures_command(
                            overrides=overrides, say=lambda _line: None)
     console.print(_figure_table(spec.key, results))
     pending = [r for r in results if not r.made]
+    for result in pending:
+        console.print(f"{result.figure.id} not made yet: {result.why_not}", style="yellow", markup=False,
+                      soft_wrap=True)
     for command in dict.fromkeys(c for r in pending for c in r.commands):
-        console.print(f"to draw the rest, run first: {command}", style="yellow", markup=False)
+        console.print(f"to draw the rest, run first: {command}", style="yellow", markup=False, soft_wrap=True)
     if pending:
         raise typer.Exit(1)
 

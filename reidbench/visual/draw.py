@@ -3,6 +3,7 @@ sweeps; PNG files are written atomically and without a timestamp, so the same da
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from reidbench.evaluation.atomic import atomic_write
 
 RIGHT, WRONG, QUERY = "#1a9641", "#d7191c", "#2c7bb6"  # frame colours: right match, wrong match, the query
 DPI = 100
+LABEL_CHARS = 22  # a row label's line, wrapped to the label column
 
 
 def pyplot() -> Any:
@@ -72,10 +74,10 @@ def draw_grid(rows: list[GridRow], title: str, footer: str, out: Path, tile: tup
     columns = max(len(r.tiles) for r in rows)
     label_width = 1.6
     width = label_width + columns * tile[0]
-    height = 0.9 + len(rows) * (tile[1] + 0.35) + (0.25 if column_titles else 0)
+    height = 1.0 + len(rows) * (tile[1] + 0.35) + (0.25 if column_titles else 0)
     figure = plt.figure(figsize=(width, height), dpi=DPI)
     top = 1 - (0.55 + (0.25 if column_titles else 0)) / height
-    bottom = 0.35 / height
+    bottom = 0.45 / height
     grid = figure.add_gridspec(len(rows), columns, left=label_width / width, right=0.995, top=top, bottom=bottom,
                                wspace=0.08, hspace=0.3)
     framed: list[tuple[str, Any]] = []
@@ -105,10 +107,11 @@ def draw_grid(rows: list[GridRow], title: str, footer: str, out: Path, tile: tup
                 axis.annotate(column_titles[c], (0.5, 1.0), xycoords="axes fraction", xytext=(0, 14),
                               textcoords="offset points", ha="center", fontsize=8, fontweight="bold")
             if c == 0:
-                figure.text(0.01, axis.get_position().y0 + axis.get_position().height / 2, row.label, fontsize=8,
-                            va="center", ha="left", wrap=True)
+                label = "\n".join(textwrap.fill(line, LABEL_CHARS) for line in row.label.splitlines())
+                figure.text(0.01, axis.get_position().y0 + axis.get_position().height / 2, label, fontsize=8,
+                            va="center", ha="left")
     figure.suptitle(title, fontsize=10, x=0.01, ha="left", y=1 - 0.12 / height, va="top")
-    figure.text(0.01, 0.08 / height, footer, fontsize=6, color="#555555", va="bottom", ha="left")
+    figure.text(0.01, 0.06 / height, _wrap(footer, width), fontsize=6, color="#555555", va="bottom", ha="left")
     figure.canvas.draw()
     pixel_height = figure.canvas.get_width_height()[1]
     frames = []
@@ -120,9 +123,15 @@ def draw_grid(rows: list[GridRow], title: str, footer: str, out: Path, tile: tup
     return Drawn(out, size, frames)
 
 
+def _wrap(text: str, width_inches: float) -> str:
+    """A footer broken into lines that fit the figure (6-point text: about 20 characters per inch)."""
+    return textwrap.fill(text, max(40, int(width_inches * 20)))
+
+
 def _finish(figure: Any, axes: Any, title: str, footer: str, out: Path) -> Drawn:
     figure.suptitle(title, fontsize=10)
-    figure.text(0.01, 0.005, footer, fontsize=6, color="#555555", va="bottom", ha="left")
+    figure.text(0.01, 0.005, _wrap(footer, figure.get_figwidth()), fontsize=6, color="#555555", va="bottom",
+                ha="left")
     figure.tight_layout(rect=(0, 0.03, 1, 0.95))
     return Drawn(out, save(figure, out))
 
