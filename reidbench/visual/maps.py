@@ -44,6 +44,13 @@ def attention_maps(model: ReIDModel, inputs: torch.Tensor) -> dict[str, torch.Te
         return {name: value.float() for name, value in model.attention_maps(inputs).items()}
 
 
+def strongest(found: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The maximum over several maps of the same images (e.g. the heads' weights), on the finest grid among them:
+    [N, h, w]. The values are compared as the model computes them (a weak head stays weak)."""
+    size = max((tuple(m.shape[-2:]) for m in found.values()), key=lambda s: s[0] * s[1])
+    return torch.stack([_resize(m, size) for m in found.values()]).amax(dim=0)
+
+
 def attended_activation_maps(model: ReIDModel, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per attention map (per head): the attention times the activation at each position, on the feature map's
     grid: what each head pools (MHSA-Net's head k is the alpha_k-weighted sum of the map's positions)."""

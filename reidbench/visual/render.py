@@ -102,7 +102,7 @@ def _maps_of(kind: str, run: FinishedRun, inputs: torch.Tensor) -> tuple[torch.T
     if kind == "attention":
         own = maps.attention_maps(run.model, inputs)
         if own:
-            return torch.stack([m for m in own.values()]).amax(dim=0), f"attention, max over {len(own)} maps"
+            return maps.strongest(own), f"attention, max over {len(own)} maps"
     return maps.activation_maps(run.model, inputs), "activation map"
 
 
