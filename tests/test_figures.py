@@ -307,3 +307,29 @@ def test_smoke_rows_of_the_tiny_run_are_not_comparable(tiny):
     frame = leaderboard.read_leaderboard(tiny / "lb" / "figtest.smoke.csv")
     assert set(frame["status"]) <= {"not comparable (synthetic data)", "no reported value"}
     assert json.loads((_run_dir(tiny) / "run.json").read_text())["synthetic"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["fsafcmn", "masenet", "aap-reid", "mhsa-net"])
+def test_smoke_runs_of_a_paper_draw_every_figure_it_lists(key, tmp_path, monkeypatch, capsys):
+    """What `figures` says must run first, run; then every figure of the paper is drawn (minutes: MHSA-Net's
+    K sweeps alone are 54 smoke runs)."""
+    import shlex
+
+    from reidbench.visual.figures import make_figures
+
+    for name, sub in (("REIDBENCH_DATA", "data"), ("REIDBENCH_RUNS", "runs"), ("REIDBENCH_LEADERBOARDS", "lb"),
+                      ("XDG_CACHE_HOME", "cache")):
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    paper = load_paper(key)
+    pending = make_figures(paper, scale="smoke", out_dir=tmp_path / "none", data_root=tmp_path / "data",
+                           overrides=TINY[1::2], say=lambda _line: None)
+    commands = list(dict.fromkeys(c for result in pending for c in result.commands))
+    assert commands and not list(tmp_path.rglob("*.png"))
+    for command in commands:
+        assert _cli(*shlex.split(command)[1:]) == 0, command
+    out = tmp_path / "figures"
+    code = _cli("figures", key, "--scale", "smoke", *TINY, "--out", str(out))
+    assert code == 0, capsys.readouterr().out
+    for figure in paper.figures:
+        _assert_not_blank(out / f"{figure.slug}.png")
