@@ -98,14 +98,19 @@ def _out(run_dir: Path, out: Path | None, name: str) -> Path:
 
 
 QUERY_HELP = "Query index (0-based, in the run's features.pt); repeatable. Default: --count drawn by --seed."
+# the options every `visualize` command shares
+RUN_DIR = typer.Argument(..., help="A finished run folder.")
+QUERY = typer.Option([], "--query", help=QUERY_HELP)
+COUNT = typer.Option(4, "--count", help="Queries drawn when --query is not given.")
+SEED = typer.Option(0, "--seed", help="Draws the queries (same seed, same queries).")
 
 
 @visualize.command("ranks")
 def ranks_command(
-    run_dir: Path = typer.Argument(..., help="A finished run folder."),
-    query: list[int] = typer.Option([], "--query", help=QUERY_HELP),
-    count: int = typer.Option(4, "--count", help="Queries drawn when --query is not given."),
-    seed: int = typer.Option(0, "--seed", help="Draws the queries (same seed, same queries)."),
+    run_dir: Path = RUN_DIR,
+    query: list[int] = QUERY,
+    count: int = COUNT,
+    seed: int = SEED,
     top: int = typer.Option(10, "--top", help="Gallery images per query."),
     out: Path = typer.Option(None, "--out", help="PNG file (default: RUN_DIR/visualize/ranks.png)."),
 ) -> None:
@@ -138,10 +143,10 @@ def _maps_command(kind: str, run_dir: Path, query: list[int], count: int, seed: 
 
 @visualize.command("cam")
 def cam_command(
-    run_dir: Path = typer.Argument(..., help="A finished run folder."),
-    query: list[int] = typer.Option([], "--query", help=QUERY_HELP),
-    count: int = typer.Option(4, "--count", help="Queries drawn when --query is not given."),
-    seed: int = typer.Option(0, "--seed", help="Draws the queries (same seed, same queries)."),
+    run_dir: Path = RUN_DIR,
+    query: list[int] = QUERY,
+    count: int = COUNT,
+    seed: int = SEED,
     out: Path = typer.Option(None, "--out", help="PNG file (default: RUN_DIR/visualize/cam.png)."),
 ) -> None:
     """Grad-CAM (captum) of the last feature map for the run's test feature, over the query images."""
@@ -150,10 +155,10 @@ def cam_command(
 
 @visualize.command("attention")
 def attention_command(
-    run_dir: Path = typer.Argument(..., help="A finished run folder."),
-    query: list[int] = typer.Option([], "--query", help=QUERY_HELP),
-    count: int = typer.Option(4, "--count", help="Queries drawn when --query is not given."),
-    seed: int = typer.Option(0, "--seed", help="Draws the queries (same seed, same queries)."),
+    run_dir: Path = RUN_DIR,
+    query: list[int] = QUERY,
+    count: int = COUNT,
+    seed: int = SEED,
     out: Path = typer.Option(None, "--out", help="PNG file (default: RUN_DIR/visualize/attention.png)."),
 ) -> None:
     """The model's own attention maps (MHSA-Net: alpha per head; MASENet: each SGE's spatial weights)."""
