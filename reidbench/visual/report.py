@@ -44,6 +44,12 @@ def _number(text: Any, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
+def _printed(text: Any) -> str:
+    """A reported value as the paper prints it (the CSV drops a trailing ".0")."""
+    text = str(text or "")
+    return f"{text}.0" if text and "." not in text and text.lstrip("-").isdigit() else text
+
+
 def _provenance(row: dict[str, str]) -> str:
     if not row.get("run_ids"):
         return ""
@@ -63,7 +69,7 @@ def _board(frame: pd.DataFrame, greyed: bool) -> str:
     for row in frame.to_dict("records"):
         ci = f"[{_number(row['ci95_low'])}, {_number(row['ci95_high'])}]" if row.get("ci95_low") else ""
         rows.append({"table": row["table"], "row": row["row"], "dataset": row["dataset"], "metric": row["metric"],
-                     "reported": row["reported"], "reproduced": _number(row["reproduced"]), "95% CI": ci,
+                     "reported": _printed(row["reported"]), "reproduced": _number(row["reproduced"]), "95% CI": ci,
                      "delta": _number(row["delta"], signed=True) if row.get("delta") else "",
                      "status": row["status"], "scale": row["scale"], "provenance": _provenance(row)})
     shown = pd.DataFrame(rows)
@@ -82,6 +88,7 @@ def _board(frame: pd.DataFrame, greyed: bool) -> str:
 
 def _not_run(frame: pd.DataFrame) -> str:
     shown = frame[["table", "row", "dataset", "metric", "reported", "note"]].rename(columns={"note": "why not run"})
+    shown = shown.assign(reported=shown["reported"].map(_printed))
     return shown.style.hide(axis="index").set_table_attributes('class="notrun"').to_html()
 
 
@@ -105,7 +112,7 @@ def _ablation(paper: Paper, frame: pd.DataFrame) -> str:
                     continue
                 value = float(measured["reproduced"])
                 base = first.setdefault(column, value)
-                line[(column, "paper")] = measured["reported"] or "—"
+                line[(column, "paper")] = _printed(measured["reported"]) or "—"
                 line[(column, "reproduced")] = f"{value:.2f}" + (f" ({value - base:+.2f})" if lines else "")
             if line:
                 lines[spec.name] = line
