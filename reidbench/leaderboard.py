@@ -180,6 +180,12 @@ def merge_rows(path: Path, rows: Iterable[dict[str, Any]],
 DISPLAY = ["cell", "metric", "reported", "reproduced", "95% CI", "delta", "status", "tolerance", "scale"]
 
 
+def comparable(status: str) -> bool:
+    """A measured row compared with the paper (full scale, real data): within, below or above the tolerance.
+    Synthetic and reduced-scale rows are "not comparable": their delta means nothing and is never shown."""
+    return str(status).removeprefix("paper inconsistency; ").startswith(("within", "below", "above"))
+
+
 def _fmt(text: str, signed: bool = False) -> str:
     try:
         value = float(text)
@@ -189,14 +195,15 @@ def _fmt(text: str, signed: bool = False) -> str:
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns a reader compares, numbers to two decimals."""
+    """The columns a reader compares, numbers to two decimals; a delta only where the row is comparable."""
     rows = []
     for _, row in frame.iterrows():
         ci = f"[{_fmt(row['ci95_low'])}, {_fmt(row['ci95_high'])}]" if row.get("ci95_low") else ""
+        delta = _fmt(row["delta"], signed=True) if row["delta"] and comparable(row["status"]) else ""
         rows.append({"cell": f"{row['table']} / {row['row']} / {row['dataset']}", "metric": row["metric"],
                      "reported": row["reported"], "reproduced": _fmt(row["reproduced"]) if row["reproduced"] else "",
-                     "95% CI": ci, "delta": _fmt(row["delta"], signed=True) if row["delta"] else "",
-                     "status": row["status"], "tolerance": row.get("tolerance", ""), "scale": row["scale"]})
+                     "95% CI": ci, "delta": delta, "status": row["status"], "tolerance": row.get("tolerance", ""),
+                     "scale": row["scale"]})
     return pd.DataFrame(rows, columns=DISPLAY)
 
 
@@ -208,23 +215,36 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(heading, rows): comparable reproductions, rows not comparable with the paper, rows not run."""
+    status = frame["status"].astype(str)
+    measured = status != NOT_RUN
+    close = measured & status.map(comparable)
+    return [(name, part) for name, part in (
+        ("compared with the paper", frame[close]),
+        ("not comparable (synthetic data or reduced scale): no delta", frame[measured & ~close]),
+        ("not run", frame[~measured])) if not part.empty]
+
+
 def to_rich(frame: pd.DataFrame, title: str) -> Any:
+    """Comparable rows first (green within the tolerance, red outside), then, apart and greyed, the rows that
+    cannot be compared with the paper, then those not run."""
     from rich.table import Table
 
     table = Table(title=title)
-    shown = display_frame(frame)
-    for column in shown.columns:
+    for column in DISPLAY:
         table.add_column(column, justify="right" if column in ("reported", "reproduced", "delta") else "left",
                          overflow="fold")
-    for _, row in shown.iterrows():
-        style = None
-        if str(row["status"]).startswith(("below", "above")):
-            style = "red"
-        elif str(row["status"]).startswith("within"):
-            style = "green"
-        elif str(row["status"]).startswith("paper inconsistency"):
-            style = "yellow"  # one recipe, two printed values: not a failed reproduction
-        table.add_row(*(str(v) for v in row.values), style=style)
+    for index, (_name, part) in enumerate(_groups(frame)):
+        if index:
+            table.add_section()
+        for _, row in display_frame(part).iterrows():
+            status = str(row["status"])
+            if status.startswith("paper inconsistency"):
+                style = "yellow"  # one recipe, two printed values: not a failed reproduction
+            else:
+                style = "green" if status.startswith("within") else "red" if comparable(status) else "dim"
+            table.add_row(*(str(v) for v in row.values), style=style)
     return table
 
 
@@ -235,7 +255,9 @@ def to_csv_text(frame: pd.DataFrame) -> str:
 
 
 def plot(frame: pd.DataFrame, out: Path, title: str) -> Path:
-    """Reported (x) against reproduced (y) with 95% intervals and the y = x line, one colour per metric."""
+    """Reported (x) against reproduced (y) with 95% intervals and the y = x line: full-scale reproductions in one
+    panel, rows that cannot be compared (synthetic data, reduced scale) apart and greyed in another; colour = metric,
+    marker = table, and the legend names the table and scale of every point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,22 +267,32 @@ def plot(frame: pd.DataFrame, out: Path, title: str) -> Path:
     if measured.empty:
         raise ReidbenchError(f"--plot {out}: no row has both a reported and a reproduced value yet",
                              hint="run `reidbench reproduce` first")
-    figure, axis = plt.subplots(figsize=(6, 6))
-    for metric, group in measured.groupby("metric"):
-        x = group["reported"].astype(float).to_numpy()
-        y = group["reproduced"].astype(float).to_numpy()
-        low = pd.to_numeric(group["ci95_low"], errors="coerce").fillna(pd.Series(y, index=group.index)).to_numpy()
-        high = pd.to_numeric(group["ci95_high"], errors="coerce").fillna(pd.Series(y, index=group.index)).to_numpy()
-        axis.errorbar(x, y, yerr=[np.maximum(0, y - low), np.maximum(0, high - y)], fmt="o", capsize=3,
-                      label=str(metric))
-    limits = [0, 100]
-    axis.plot(limits, limits, "k--", linewidth=0.8, label="reproduced = reported")
-    axis.set_xlim(limits)
-    axis.set_ylim(limits)
-    axis.set_xlabel("reported (%)")
-    axis.set_ylabel("reproduced (%)")
-    axis.set_title(title)
-    axis.legend()
+    close = measured["status"].map(comparable)
+    parts = [(name, part) for name, part in (("compared with the paper (full scale)", measured[close]),
+                                             ("not comparable: synthetic data or reduced scale", measured[~close]))
+             if not part.empty]
+    figure, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 6.5), squeeze=False)
+    markers = dict(zip(dict.fromkeys(measured["table"]), "osD^v<>pP*Xh", strict=False))
+    colours = {metric: f"C{i}" for i, metric in enumerate(dict.fromkeys(measured["metric"]))}
+    for axis, (name, part) in zip(axes[0], parts, strict=True):
+        apart = name.startswith("not")
+        for (table, metric, scale), group in part.groupby(["table", "metric", "scale"], sort=False):
+            x = group["reported"].astype(float).to_numpy()
+            y = group["reproduced"].astype(float).to_numpy()
+            low = pd.to_numeric(group["ci95_low"], errors="coerce").fillna(pd.Series(y, index=group.index)).to_numpy()
+            high = pd.to_numeric(group["ci95_high"], errors="coerce").fillna(pd.Series(y, index=group.index)).to_numpy()
+            axis.errorbar(x, y, yerr=[np.maximum(0, y - low), np.maximum(0, high - y)], fmt=markers.get(table, "o"),
+                          capsize=3, color="0.6" if apart else colours[metric], mfc="none" if apart else None,
+                          label=f"{table} · {metric} · {scale}")
+        limits = [0, 100]
+        axis.plot(limits, limits, "k--", linewidth=0.8, label="reproduced = reported")
+        axis.set_xlim(limits)
+        axis.set_ylim(limits)
+        axis.set_xlabel("reported (%)")
+        axis.set_ylabel("reproduced (%)")
+        axis.set_title(name, fontsize=10, color="0.45" if apart else "black")
+        axis.legend(fontsize=7)
+    figure.suptitle(title)
     figure.tight_layout()
 
     def write(handle: Any) -> None:

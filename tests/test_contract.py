@@ -159,8 +159,11 @@ def test_every_registered_model_keeps_the_contract(name):
     height, width = model.default_input
     model.eval()
     with torch.no_grad():
-        out = model(torch.zeros(1, 3, height, width))
+        features = model.forward_features(torch.zeros(1, 3, height, width))
+        out = model.forward_head(features)
     assert set(out) == set(model.eval_outputs)
+    if name != "resnet50":  # torchvision's classifier pools inside its trunk: no spatial map to draw
+        assert model.feature_map(features).ndim == 4  # what activation maps and Grad-CAM explain
 
 
 def test_a_full_scale_run_without_its_pretrained_weights_stops_before_training(tmp_path, monkeypatch, run_cli):

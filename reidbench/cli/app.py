@@ -78,6 +78,7 @@ def _register_commands() -> None:
         reproduce,
         search,
         train,
+        visual,
         weights,
     )
 

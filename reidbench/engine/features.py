@@ -9,21 +9,32 @@ from reidbench.data.loader import eval_loader, image_paths
 from reidbench.data.records import ImageRecord, Split
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
-from reidbench.evaluation.features import FeatureSet, evaluate_feature_set, select_feature
+from reidbench.evaluation.features import FeatureSet, evaluate_feature_set, feature_set_distance, select_feature
 from reidbench.models.contract import ReIDModel
 from reidbench.recipes.schema import EvalSection, Recipe
+
+
+def _ranked_feature(features: FeatureSet, settings: EvalSection) -> FeatureSet:
+    try:
+        return select_feature(features, settings.feature, settings.part)
+    except ValueError as error:
+        raise ReidbenchError(str(error)) from error
 
 
 def evaluate_features(features: FeatureSet, settings: EvalSection) -> EvaluationResult:
     """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features; ranked by
     ``settings.feature`` (the run's main feature or one of its ``eval.extra_features``) and ``settings.part``."""
     rerank = settings.rerank
-    try:
-        features = select_feature(features, settings.feature, settings.part)
-    except ValueError as error:
-        raise ReidbenchError(str(error)) from error
-    return evaluate_feature_set(features, settings.metric, settings.normalize, rerank.enabled, k1=rerank.k1,
-                                k2=rerank.k2, lambda_value=rerank.lambda_value,
+    return evaluate_feature_set(_ranked_feature(features, settings), settings.metric, settings.normalize,
+                                rerank.enabled, k1=rerank.k1, k2=rerank.k2, lambda_value=rerank.lambda_value,
+                                local=settings.local_feature is not None)
+
+
+def ranking_distance(features: FeatureSet, settings: EvalSection) -> torch.Tensor:
+    """The query-gallery distance [Q, G] that ``evaluate_features`` ranks by, with the same settings."""
+    rerank = settings.rerank
+    return feature_set_distance(_ranked_feature(features, settings), settings.metric, settings.normalize,
+                                rerank.enabled, k1=rerank.k1, k2=rerank.k2, lambda_value=rerank.lambda_value,
                                 local=settings.local_feature is not None)
 
 

@@ -292,7 +292,7 @@ def save_features(path: str | os.PathLike[str], features: FeatureSet) -> Path:
     return file
 
 
-def evaluate_feature_set(
+def feature_set_distance(
     features: FeatureSet,
     metric: str = "euclidean",
     normalize: bool = False,
@@ -300,17 +300,11 @@ def evaluate_feature_set(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
-    protocol: str | None = None,
-    ap: str = "standard",
-    max_rank: int = 50,
     local: bool = False,
-) -> EvaluationResult:
-    """Distances (or re-ranked distances) and metrics; the settings travel in the result.
-
-    ``local=True`` adds AlignedReID's DMLI distance between the stripe features to the global
-    distance (the official ``global_local`` test distance), before ranking or re-ranking; with
-    re-ranking that needs the query-query and gallery-gallery matrices in memory.
-    """
+) -> torch.Tensor:
+    """The query-gallery distance [Q, G] a ranking uses: the global distance, plus AlignedReID's DMLI distance
+    between the stripe features when ``local`` (the official ``global_local`` test distance), re-ranked when
+    ``rerank`` (with ``local`` that needs the query-query and gallery-gallery matrices in memory)."""
     q, g = features.query_features, features.gallery_features
     if local:
         if features.query_local is None or features.gallery_local is None:
@@ -325,10 +319,28 @@ def evaluate_feature_set(
         if rerank:
             dist = rerank_distances(dist, global_local(q, q, ql, ql), global_local(g, g, gl, gl),
                                     k1=k1, k2=k2, lambda_value=lambda_value)
-    elif rerank:
-        dist = rerank_features(q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize)
-    else:
-        dist = compute_distance(q, g, metric=metric, normalize=normalize)
+        return dist
+    if rerank:
+        return rerank_features(q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize)
+    return compute_distance(q, g, metric=metric, normalize=normalize)
+
+
+def evaluate_feature_set(
+    features: FeatureSet,
+    metric: str = "euclidean",
+    normalize: bool = False,
+    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    protocol: str | None = None,
+    ap: str = "standard",
+    max_rank: int = 50,
+    local: bool = False,
+) -> EvaluationResult:
+    """Distances (or re-ranked distances, see :func:`feature_set_distance`) and metrics; the settings travel in
+    the result."""
+    dist = feature_set_distance(features, metric, normalize, rerank, k1, k2, lambda_value, local)
     result = evaluate(
         dist, features.query_pids, features.gallery_pids, features.query_camids,
         features.gallery_camids, max_rank=max_rank, protocol=protocol or features.protocol, ap=ap,

@@ -126,6 +126,9 @@ class CDNet(ReIDModel):
     def backbone_modules(self) -> list[nn.Module]:
         return [self.stem, self.cells]  # the paper's 1.8M: stem + cells, without the FBL neck
 
+    def feature_map(self, features: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return features[0]  # the final map (the global branch's input)
+
 
 @register_model
 def cdnet(num_classes: int = 751, genotype: Any = "top2", dropout: float = 0.2) -> CDNet:

@@ -13,6 +13,11 @@ A model is a :class:`ReIDModel` subclass that
   re-sized when a checkpoint of another dataset is loaded) and its trunk from ``backbone_modules()``;
 - states ``default_input`` (height, width) and, when it can start from published weights, a
   ``pretrained_cfg`` (see :mod:`reidbench.models.pretrained`), set by its constructor.
+
+Two optional methods serve the visualisations (``reidbench visualize``, ``reidbench figures``):
+``feature_map(features)`` picks the last spatial map out of what ``forward_features`` returns (activation
+maps and Grad-CAM explain it), and ``attention_maps(images)`` returns the model's own attention weights
+(MHSA-Net's per-head alpha, MASENet's SGE gates), empty for a model that has none.
 """
 
 from __future__ import annotations
@@ -89,6 +94,20 @@ class ReIDModel(nn.Module):
     def backbone_modules(self) -> list[nn.Module]:
         """The trunk (what papers count as "backbone" parameters)."""
         raise NotImplementedError
+
+    def feature_map(self, features: Any) -> torch.Tensor:
+        """The last spatial feature map [N, C, h, w] inside what ``forward_features`` returned: the map that
+        activation maps and Grad-CAM explain. The default takes ``features`` itself when it is such a map;
+        a family whose trunk returns a structure (a tuple of maps) says which one."""
+        if isinstance(features, torch.Tensor) and features.ndim == 4:
+            return features
+        raise NotImplementedError(f"{type(self).__name__}: forward_features returns no single spatial map; "
+                                  "the family must say which one (feature_map)")
+
+    def attention_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's own attention weights over the image, by name, each [N, h, w] on the grid where the
+        model computes them (larger = more attention). Empty for a model without attention of its own."""
+        return {}
 
 
 def classifier_parameters(model: ReIDModel) -> set[int]:

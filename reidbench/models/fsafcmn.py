@@ -218,6 +218,9 @@ class FSAFCMN(ReIDModel):
     def backbone_modules(self) -> list[nn.Module]:
         return [self.backbone] + ([self.stage_eca] if self.stage_eca is not None else [])
 
+    def feature_map(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return features[-1]  # conv5_x after its ECA
+
 
 @register_model
 def fsafcmn(num_classes: int = 751, input_size: Sequence[int] = (256, 128), last_stride: int = 2, ibn: bool = True,

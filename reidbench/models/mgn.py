@@ -111,6 +111,9 @@ class MGN(ReIDModel):
     def backbone_modules(self) -> list[nn.Module]:
         return [self.backbone, self.branches]
 
+    def feature_map(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return features[0]  # the global branch's map
+
 
 @register_model
 def mgn(num_classes: int = 751, depth: int = 50, stripes: list[int] | None = None, feature_dim: int = 256,

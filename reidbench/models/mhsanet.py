@@ -31,6 +31,8 @@ option                        paper                       released code
 The released code also drops the CE loss on q* and uses other loss readings; those are recipe keys
 of the loss terms (``reidbench/losses/mhsa.py``).
 
+``attention_maps`` returns alpha per head on Q's grid (the figures' per-head maps).
+
 Outputs in training: ``global`` q*, ``logits`` (q*), ``local`` p*, ``local_logits`` (p*), ``parts`` P
 [N, K, D], ``attention`` alpha [N, K, J], ``aux`` {``residual``: z, ``residual_logits``} (without RLM: no
 ``aux`` entries). In eval: ``embedding`` cat(q*, p*), ``global`` q*, ``local`` p*, ``parts`` P.
@@ -239,6 +241,17 @@ class MHSANet(ReIDModel):
             aux = {"residual": z, "residual_logits": self.residual_classifier(z)}
         return {"global": q_star, "logits": self.gfb_classifier(q_star), "local": p_star,
                 "local_logits": self.fused_classifier(p_star), "parts": parts, "attention": alpha, "aux": aux}
+
+    def feature_map(self, features: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return features[1]  # Q as the MHSAM sees it
+
+    @torch.no_grad()
+    def attention_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """alpha of each head over the positions of Q: ``head 1`` .. ``head K``, each [N, h, w]."""
+        mhsam_map = self.forward_features(images)[1]
+        alpha, _ = self.mhsam(mhsam_map)  # [N, K, J]
+        grid = alpha.reshape(alpha.shape[0], alpha.shape[1], *mhsam_map.shape[2:])
+        return {f"head {k + 1}": grid[:, k] for k in range(grid.shape[1])}
 
     def get_classifier(self) -> list[nn.Module]:
         modules = [self.gfb_classifier, self.fused_classifier]

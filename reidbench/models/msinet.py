@@ -241,6 +241,32 @@ class MSINet(ReIDModel):
     def backbone_modules(self) -> list[nn.Module]:
         return [self.conv1, self.cells]  # stem + cells (the official backbone count)
 
+    def feature_map(self, features: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return features[0]  # the final map (the global branch's input)
+
+    def sge_modules(self) -> list[tuple[str, SpatialGroupEnhance]]:
+        """MASENet's SGE modules in forward order, named by where they sit."""
+        found: list[tuple[str, SpatialGroupEnhance]] = []
+        cells = [cell for cell in self.cells if isinstance(cell, Cell)]
+        found += [(f"SGE cell {i}", cell.sge) for i, cell in enumerate(cells, start=1) if hasattr(cell, "sge")]
+        found += [(f"SGE stage {i}", sge) for i, sge in enumerate(self.stage_sge or [], start=1)]
+        if self.final_sge is not None:
+            found.append(("SGE backbone end", self.final_sge))
+        return found
+
+    @torch.no_grad()
+    def attention_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """MASENet: each SGE's spatial weights, averaged over its groups, [N, h, w] (MSINet has none)."""
+        modules = self.sge_modules()
+        for _, module in modules:
+            module.recorded = []
+        try:
+            self.forward_features(images)
+            return {name: module.recorded[0].mean(dim=1) for name, module in modules}
+        finally:
+            for _, module in modules:
+                module.recorded = None
+
 
 def _attention(se: bool, sge: bool, se_reduction: int, se_position: str, sge_groups: int,
                sge_position: str, sge_init: str) -> tuple[dict | None, dict | None]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.errors import ReidbenchError, UnknownNameError
+from reidbench.papers.figure_spec import load_figures
 from reidbench.papers.schema import (
     DEFAULT_TOLERANCES,
     KIND_UNITS,
@@ -236,7 +237,8 @@ def load_paper(key: str, folders: list[Path] | None = None) -> Paper:
                  tolerances={**defaults, **_tolerances(data.get("tolerance"), "tolerance", source)},
                  datasets=datasets, tables=tables, notes=list(data.get("notes") or []),
                  docs=str(data.get("docs", "")),
-                 inconsistencies=_inconsistencies(data.get("inconsistencies"), tables, source))
+                 inconsistencies=_inconsistencies(data.get("inconsistencies"), tables, source),
+                 figures=load_figures(data.get("figures"), tables, source))
 
 
 # ---- selection -------------------------------------------------------------------------------

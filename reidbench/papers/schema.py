@@ -1,5 +1,7 @@
 """A paper as data: its tables and figures, rows and columns, and the values exactly as printed.
 
+Figures (``figures:``) name the cells they are drawn from; ``reidbench figures`` renders them.
+
 A table's columns are dataset groups (``M``, ``MS->M``, ...) times metrics (``R1``, ``mAP``, ...).
 A *cell* here is one row on one dataset group: one training run measures all of its metrics.
 """
@@ -140,6 +142,49 @@ class Inconsistency:
     note: str
 
 
+FIGURE_KINDS = ("ranklist", "cam", "attention", "featuremap", "curve", "bars", "sweep")
+#: kinds drawn from a model on query images (the others are drawn from metrics)
+IMAGE_KINDS = ("ranklist", "cam", "attention", "featuremap")
+
+
+@dataclass(frozen=True)
+class FigurePanel:
+    """One model of a figure (a row of maps, a line, a bar): a cell of one of the paper's tables, or a method
+    the paper cites and reidbench does not build (``cited`` says why it is left out)."""
+
+    label: str
+    table: str | None = None
+    row: str | None = None
+    dataset: str | None = None  # the table's column group key ("M")
+    cited: str = ""
+    group: str = ""  # curve: the subplot; sweep: the dataset group of the subplot
+    x: Any = None  # sweep: the swept value
+
+
+@dataclass
+class Figure:
+    """A figure of the paper as data: what it shows, from which cells, on which images."""
+
+    id: str  # as printed: "Fig. 4", "Figure 5"
+    kind: str  # one of FIGURE_KINDS
+    caption: str
+    panels: list[FigurePanel]
+    queries: int = 4  # image kinds: how many query images (drawn by `seed` unless the figure lists them)
+    seed: int = 0
+    top: int = 10  # ranklist: gallery images per query
+    erase: tuple[float, float] | None = None  # featuremap: erase a random rectangle of this area fraction first
+    per_map: bool = False  # featuremap: one map per attention map of the model (per head)
+    value: str = "total"  # curve: the metrics.jsonl key drawn against the epoch
+    metrics: list[str] = field(default_factory=list)  # bars, sweep
+    x_name: str = ""  # sweep: what is swept ("K")
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        """File name stem: "Fig. 4" -> "fig-4", "Figure 5" -> "figure-5"."""
+        return re.sub(r"[^a-z0-9]+", "-", self.id.lower()).strip("-")
+
+
 @dataclass
 class Paper:
     key: str  # "masenet"
@@ -152,6 +197,7 @@ class Paper:
     notes: list[str] = field(default_factory=list)
     docs: str = ""  # the repository's notes on this paper (docs/papers/<key>.md)
     inconsistencies: list[Inconsistency] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
 
     def table(self, table_id: str) -> Table:
         for table in self.tables:

@@ -39,15 +39,26 @@ class SpatialGroupEnhance(nn.Module):
         self.groups = groups
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.full((1, groups, 1, 1), 1.0 if init == "original" else 0.0))
+        # set to a list by a model that shows its spatial weights (MSINet.attention_maps): each forward appends them
+        self.recorded: list[torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def spatial_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate of each group at each position, sigmoid(attention): [N, G, H, W]."""
         batch, channels, height, width = x.shape
         grouped = x.reshape(batch * self.groups, channels // self.groups, height, width)
         similarity = (grouped * grouped.mean(dim=(2, 3), keepdim=True)).sum(dim=1)  # [B*G, H, W]
         flat = similarity.reshape(batch * self.groups, -1)
         flat = (flat - flat.mean(dim=1, keepdim=True)) / (flat.std(dim=1, keepdim=True) + 1e-5)
         attention = flat.reshape(batch, self.groups, height, width) * self.weight + self.bias
-        gated = grouped * torch.sigmoid(attention.reshape(batch * self.groups, 1, height, width))
+        return torch.sigmoid(attention)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        weights = self.spatial_weights(x)
+        if self.recorded is not None:
+            self.recorded.append(weights.detach())
+        grouped = x.reshape(batch * self.groups, channels // self.groups, height, width)
+        gated = grouped * weights.reshape(batch * self.groups, 1, height, width)
         return gated.reshape(batch, channels, height, width)
 
 
