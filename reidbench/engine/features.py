@@ -14,9 +14,15 @@ from reidbench.models.contract import ReIDModel
 from reidbench.recipes.schema import EvalSection, Recipe
 
 
-def evaluate_features(features: FeatureSet, settings: EvalSection) -> EvaluationResult:
+def evaluation_device(device: str | None) -> str | None:
+    """Where a run's evaluation computes: its GPU when it trains on one, else the CPU kernels (None)."""
+    return device if device is not None and device.startswith("cuda") else None
+
+
+def evaluate_features(features: FeatureSet, settings: EvalSection, device: str | None = None) -> EvaluationResult:
     """Distance (or re-ranked distance) and metrics, exactly as a run evaluates its final features; ranked by
-    ``settings.feature`` (the run's main feature or one of its ``eval.extra_features``) and ``settings.part``."""
+    ``settings.feature`` (the run's main feature or one of its ``eval.extra_features``) and ``settings.part``.
+    On a CUDA ``device`` the distances, re-ranking and ranking run there (same numbers)."""
     rerank = settings.rerank
     try:
         features = select_feature(features, settings.feature, settings.part)
@@ -24,7 +30,7 @@ def evaluate_features(features: FeatureSet, settings: EvalSection) -> Evaluation
         raise ReidbenchError(str(error)) from error
     return evaluate_feature_set(features, settings.metric, settings.normalize, rerank.enabled, k1=rerank.k1,
                                 k2=rerank.k2, lambda_value=rerank.lambda_value,
-                                local=settings.local_feature is not None)
+                                local=settings.local_feature is not None, device=evaluation_device(device))
 
 
 @torch.no_grad()

@@ -295,7 +295,7 @@ class Trainer:
         return extract_feature_set(self.model, self.test_split, self.recipe, self.device, self.hash, self.use_amp)
 
     def evaluate(self, features: FeatureSet) -> EvaluationResult:
-        return evaluate_features(features, self.recipe.eval)
+        return evaluate_features(features, self.recipe.eval, self.device)
 
     def _evaluate_epoch(self, epoch: int, save: bool) -> EvaluationResult:
         """Evaluate after ``epoch`` without touching the training's random state: the test loaders draw
@@ -392,6 +392,6 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, out: Path, device: str
                              f"first: {', '.join(missing[:3])}")
     model.to(device)
     features = extract_feature_set(model, test_split, recipe, device, recipe_hash(recipe))
-    result = evaluate_features(features, recipe.eval)
+    result = evaluate_features(features, recipe.eval, device)
     save_features(out, features)
     return result, out

@@ -98,15 +98,15 @@ def compute_distance(
 
 
 def gathered_distance(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
-    """Distances between a[r] [R, D] and each of b[r] [R, K, D], [R, K].
+    """Distances between paired features a[p] and b[p], [P, D] each, [P].
 
     Uses the same formula as :func:`compute_distance`, so the values agree with a dense matrix
     up to float rounding. The features must already be prepared (normalised for cosine).
     """
-    dot = torch.einsum("rd,rkd->rk", a, b)
+    dot = (a * b).sum(-1)
     if metric == "cosine":
         return (1.0 - dot).clamp_(min=0.0)
-    sq = (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(2) - 2.0 * dot).clamp_(min=0.0)
+    sq = (a.pow(2).sum(-1) + b.pow(2).sum(-1) - 2.0 * dot).clamp_(min=0.0)
     return sq.sqrt_() if metric == "euclidean" else sq
 
 

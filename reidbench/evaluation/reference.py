@@ -106,7 +106,7 @@ def _rowwise_rerank(source: Any, rows: Any, k1: int, k2: int, lambda_value: floa
         ranks[start:stop] = smallest_k(block, k)[1].numpy()
         maxima[start:stop] = block.max(dim=1).values.numpy()
     col_max_sq = maxima.astype(np.float64) ** 2
-    v = _v_matrix(source, ranks, col_max_sq, k1, k2)
+    v = _v_matrix(source, ranks, col_max_sq, k1, k2, on_cpu=False)  # features gathered as before
     gallery_columns = v[source.num_query:].tocsc()
     gallery_columns.sort_indices()
     out = np.empty((source.num_query, source.num_gallery), np.float32)

@@ -52,7 +52,7 @@ from reidbench.evaluation.neighbours import NeighbourState, smallest_k
 
 ROW_CHUNK = 512  # rows per block of the device path on the CPU
 PAIR_BLOCK = 2048  # items per side of a block of the CPU pairwise pass over features
-GATHER_BUDGET = 1 << 24  # elements of the [rows, L, D] temporary when gathering from features
+GATHER_BUDGET = 1 << 24  # elements of the [pairs, D] temporaries when gathering features on a device
 JACCARD_TRIPLES = 1 << 24  # (query, shared item, gallery item) triples per block of the device Jaccard
 JACCARD_BYTES_PER_TRIPLE = 64
 
@@ -75,7 +75,7 @@ def _expanded_sets(ranks, k1, k_half):  # pragma: no cover - compiled
     """Each item's k-reciprocal set expanded with its candidates' half-size sets (sorted, unique)."""
     n = ranks.shape[0]
     width = (k1 + 1) * (k_half + 2)
-    out = np.zeros((n, width), np.int64)
+    out = np.zeros((n, width), np.int32)
     counts = np.zeros(n, np.int64)
     for i in numba.prange(n):
         recip = np.empty(k1 + 1, np.int64)
@@ -142,6 +142,29 @@ def _final_distance(out, original, indptr, indices, data, g_indptr, g_indices, g
             out[i, j] = (1.0 - lambda_value) * (1.0 - s / (2.0 - s)) + scale * d * d
 
 
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _member_distances(query, gallery, sqnorm, indptr, indices, metric):  # pragma: no cover - compiled
+    """Distance of item i to each of its members indices[indptr[i]:indptr[i + 1]], read from the features in
+    place (items < Q are query rows, the others gallery rows); ``metric`` 0 euclidean, 1 sqeuclidean,
+    2 cosine (prepared features). The formula of ``distance_block``, accumulated in float64."""
+    nq = query.shape[0]
+    out = np.empty(indices.shape[0], np.float64)
+    for i in numba.prange(indptr.shape[0] - 1):
+        a = query[i] if i < nq else gallery[i - nq]
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            b = query[j] if j < nq else gallery[j - nq]
+            dot = 0.0
+            for d in range(a.shape[0]):
+                dot += np.float64(a[d]) * np.float64(b[d])
+            if metric == 2:
+                out[p] = max(1.0 - dot, 0.0)
+            else:
+                sq = max(np.float64(sqnorm[i]) + np.float64(sqnorm[j]) - 2.0 * dot, 0.0)
+                out[p] = np.sqrt(sq) if metric == 0 else sq
+    return out
+
+
 def _bad_values(state: NeighbourState, matrices: dict[str, Any]) -> None:
     """Raise the error a NaN, infinite or negative distance seen by the k-NN pass deserves."""
     if state.bad.any() or not np.isfinite(state.maximum).all():
@@ -157,7 +180,6 @@ class _DenseRows:
     def __init__(self, q_g: torch.Tensor, q_q: torch.Tensor, g_g: torch.Tensor) -> None:
         self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
         self.num_query, self.num_gallery = q_g.shape
-        self.feature_dim = 1  # gathering reads single matrix entries
 
     def neighbours_cpu(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """k-NN and row maxima in one streaming pass over each matrix, no copies."""
@@ -192,22 +214,26 @@ class _DenseRows:
             maxima[start : start + block.shape[0]] = block.max(dim=1).values
         return ranks.cpu().numpy(), maxima.cpu().numpy(), self.q_g
 
-    def gather(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Entries (rows[r], cols[r, j]) of the working matrix (callers never mix query and gallery rows)."""
+    def member_distances(self, indptr: np.ndarray, indices: np.ndarray, on_cpu: bool) -> np.ndarray:
+        """Entry (i, indices[p]) of the working matrix for each p in row i's range, i.e. M[indices[p], i]."""
         nq = self.num_query
         device = self.q_g.device
-        c = torch.from_numpy(cols).to(device)
-        r = torch.from_numpy(rows).to(device)[:, None].expand_as(c)
-        from_query = c < nq
-        out = self.q_g.new_empty(c.shape)
-        query_rows = rows[0] < nq
-        if query_rows:  # column r of [q_q; q_g^T]
-            out[from_query] = self.q_q[c[from_query], r[from_query]]
-            out[~from_query] = self.q_g[r[~from_query], c[~from_query] - nq]
-        else:  # column r of [q_g; g_g]
-            out[from_query] = self.q_g[c[from_query], r[from_query] - nq]
-            out[~from_query] = self.g_g[c[~from_query] - nq, r[~from_query] - nq]
-        return out.cpu().numpy()
+        rows = torch.from_numpy(np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))).to(device)
+        cols = torch.from_numpy(indices.astype(np.int64)).to(device)
+        out = self.q_g.new_empty(cols.shape)
+        for row_query in (True, False):
+            for col_query in (True, False):
+                where = ((rows < nq) == row_query) & ((cols < nq) == col_query)
+                r, c = rows[where], cols[where]
+                if row_query and col_query:
+                    out[where] = self.q_q[c, r]
+                elif row_query:  # M[j, i] with j a gallery item: q_g^T[j - Q, i]
+                    out[where] = self.q_g[r, c - nq]
+                elif col_query:
+                    out[where] = self.q_g[c, r - nq]
+                else:
+                    out[where] = self.g_g[c - nq, r - nq]
+        return out.cpu().numpy().astype(np.float64)
 
 
 class _FeatureRows:
@@ -228,14 +254,6 @@ class _FeatureRows:
         if start >= nq:
             return self.gallery[start - nq : stop - nq]
         return torch.cat([self.query[start:], self.gallery[: stop - nq]])
-
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        """Features of the items ``index`` (any shape), [*index.shape, D]."""
-        from_query = index < self.num_query
-        out = self.query.new_empty((*index.shape, self.feature_dim))
-        out[from_query] = self.query[index[from_query]]
-        out[~from_query] = self.gallery[index[~from_query] - self.num_query]
-        return out
 
     def neighbours_cpu(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One product per unordered pair of blocks: a block gives the k-NN candidates of its rows and, by
@@ -275,34 +293,48 @@ class _FeatureRows:
                     original[s : min(e, nq)] = block[: min(e, nq) - s, nq:]
         return ranks.cpu().numpy(), maxima.cpu().numpy(), original
 
-    def gather(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Features of the items ``index`` (any shape), [*index.shape, D]."""
+        from_query = index < self.num_query
+        out = self.query.new_empty((*index.shape, self.feature_dim))
+        out[from_query] = self.query[index[from_query]]
+        out[~from_query] = self.gallery[index[~from_query] - self.num_query]
+        return out
+
+    def member_distances(self, indptr: np.ndarray, indices: np.ndarray, on_cpu: bool) -> np.ndarray:
+        """Distance of item i to each item indices[p] of its range: on the CPU read from the features in place
+        by a compiled kernel, on a device gathered in chunks (the same formula)."""
+        if on_cpu:
+            code = {"euclidean": 0, "sqeuclidean": 1, "cosine": 2}[self.metric]
+            return _member_distances(self.query.numpy(), self.gallery.numpy(), self.sqnorm.numpy(),
+                                     indptr.astype(np.int64), indices, code)
         device = self.query.device
-        r, c = torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)
-        return gathered_distance(self.take(r), self.take(c), self.metric).cpu().numpy()
+        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        out = np.empty(len(indices), np.float64)
+        step = max(1, GATHER_BUDGET // self.feature_dim)
+        for s in range(0, len(indices), step):
+            r = torch.from_numpy(rows[s : s + step]).to(device)
+            c = torch.from_numpy(indices[s : s + step].astype(np.int64)).to(device)
+            out[s : s + step] = gathered_distance(self.take(r), self.take(c), self.metric).cpu().numpy()
+        return out
 
 
-def _v_matrix(source: Any, ranks: np.ndarray, col_max_sq: np.ndarray, k1: int, k2: int) -> sp.csr_matrix:
+def _v_matrix(source: Any, ranks: np.ndarray, col_max_sq: np.ndarray, k1: int, k2: int,
+              on_cpu: bool) -> sp.csr_matrix:
     """V: each item's expanded k-reciprocal set with Gaussian weights, then averaged over its k2 nearest
     neighbours (query expansion); CSR with sorted indices."""
-    nq, n = source.num_query, ranks.shape[0]
+    n = ranks.shape[0]
     k_half = int(np.around(k1 / 2.0))
-    members, counts = _expanded_sets(np.ascontiguousarray(ranks[:, : k1 + 1]), k1, k_half)
-    width = int(counts.max())
-    members = members[:, :width]
-    in_set = np.arange(width)[None, :] < counts[:, None]
-    weights = np.zeros((n, width), np.float64)
-    step = max(1, min(ROW_CHUNK * 4, GATHER_BUDGET // max(1, width * source.feature_dim)))
-    for part in (range(0, nq), range(nq, n)):
-        for s in range(part.start, part.stop, step):
-            e = min(s + step, part.stop)
-            dist = source.gather(np.arange(s, e), members[s:e]).astype(np.float64)
-            weights[s:e] = np.exp(-(dist**2) / col_max_sq[s:e, None])
-    weights *= in_set
-    weights /= weights.sum(axis=1, keepdims=True)
-    v = sp.csr_matrix(
-        (weights[in_set], members[in_set], np.concatenate([[0], np.cumsum(counts)])), shape=(n, n)
-    )
-    del members, weights, in_set
+    padded, counts = _expanded_sets(np.ascontiguousarray(ranks[:, : k1 + 1]), k1, k_half)
+    indices = padded[np.arange(padded.shape[1])[None, :] < counts[:, None]]  # row by row, sorted
+    del padded
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    dist = source.member_distances(indptr, indices, on_cpu)
+    rows = np.repeat(np.arange(n), counts)
+    weights = np.exp(-(dist**2) / col_max_sq[rows])
+    weights /= np.bincount(rows, weights=weights, minlength=n)[rows]
+    del dist, rows
+    v = sp.csr_matrix((weights, indices, indptr), shape=(n, n))
     if k2 != 1:
         rows = np.repeat(np.arange(n), k2)
         average = sp.csr_matrix(
@@ -377,7 +409,7 @@ def _rerank(source: Any, k1: int, k2: int, lambda_value: float, device: torch.de
         raise ValueError("distances: expected each item to have a non-zero distance to some other")
 
     # 2-3. Expanded k-reciprocal sets, Gaussian weights, query expansion.
-    v = _v_matrix(source, ranks, col_max_sq, k1, k2)
+    v = _v_matrix(source, ranks, col_max_sq, k1, k2, on_cpu=device is None)
     gallery_columns = v[nq:].tocsc()
     gallery_columns.sort_indices()
 
@@ -458,6 +490,6 @@ def rerank_features(
         raise ValueError(f"gallery: expected feature dimension {q.shape[1]}, got {g.shape[1]}")
     dtype = torch.float64 if torch.float64 in (q.dtype, g.dtype) else torch.float32
     on = target if target is not None else torch.device("cpu")
-    q = prepare_features(q.to(on, dtype), metric, normalize)
-    g = prepare_features(g.to(on, dtype), metric, normalize)
+    q = prepare_features(q.to(on, dtype), metric, normalize).contiguous()
+    g = prepare_features(g.to(on, dtype), metric, normalize).contiguous()
     return _rerank(_FeatureRows(q, g, metric), k1, k2, lambda_value, target)
