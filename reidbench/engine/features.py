@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from reidbench.data.loader import eval_loader, image_paths
 from reidbench.data.records import ImageRecord, Split
+from reidbench.engine.throughput import Throughput, resolve_throughput
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
 from reidbench.evaluation.features import FeatureSet, evaluate_feature_set, select_feature
@@ -35,9 +38,10 @@ def evaluate_features(features: FeatureSet, settings: EvalSection, device: str |
 
 @torch.no_grad()
 def extract_outputs(model: ReIDModel, records: list[ImageRecord], recipe: Recipe, device: str,
-                    amp: bool = False) -> dict[str, torch.Tensor]:
+                    throughput: Throughput | None = None) -> dict[str, torch.Tensor]:
     """The eval outputs a recipe asks for, of each image: ``eval.feature``, ``eval.local_feature`` and
-    ``eval.extra_features``."""
+    ``eval.extra_features``; under the run's mixed precision and memory format when ``throughput`` is given
+    (else fp32)."""
     was_training = model.training
     model.eval()
     names = list(dict.fromkeys(n for n in (recipe.eval.feature, recipe.eval.local_feature,
@@ -47,9 +51,11 @@ def extract_outputs(model: ReIDModel, records: list[ImageRecord], recipe: Recipe
             raise ReidbenchError(f"eval.feature: model {recipe.model.name} has no eval output {name!r}; "
                                  f"expected one of: {', '.join(model.eval_outputs)}")
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    if throughput is None:
+        throughput = replace(resolve_throughput(recipe, device), amp=None)
     for images, _pids, _camids, _index in eval_loader(records, recipe.data, device):
-        images = images.to(device)
-        with torch.autocast("cuda", enabled=amp):
+        images = throughput.to_device(images, device)
+        with throughput.autocast():
             outputs = model(images)
             flipped = model(images.flip(3)) if recipe.eval.flip else None
         for name in names:
@@ -62,9 +68,9 @@ def extract_outputs(model: ReIDModel, records: list[ImageRecord], recipe: Recipe
 
 
 def extract_feature_set(model: ReIDModel, split: Split, recipe: Recipe, device: str, recipe_hash: str,
-                        amp: bool = False) -> FeatureSet:
+                        throughput: Throughput | None = None) -> FeatureSet:
     q, g = split.query, split.gallery
-    query, gallery = (extract_outputs(model, records, recipe, device, amp) for records in (q, g))
+    query, gallery = (extract_outputs(model, records, recipe, device, throughput) for records in (q, g))
     main, local = recipe.eval.feature, recipe.eval.local_feature
     extra = {n: (query[n], gallery[n]) for n in recipe.eval.extra_features if n not in (main, local)}
     return FeatureSet(
