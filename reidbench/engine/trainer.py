@@ -250,6 +250,37 @@ class Trainer:
         for parameter in self.model.parameters():  # parameters the model freezes itself stay frozen
             parameter.requires_grad_((not fixbase or id(parameter) in open_ids) and self._trainable[id(parameter)])
 
+    def train_step(self, images: torch.Tensor, pids: torch.Tensor, epoch: int = 0, iteration: int = 0
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimisation step on a batch already on the device: forward under the run's precision, the
+        losses (a non-finite one stops the run), scaled backward, clipping, the optimisers and a per-iteration
+        schedule step. Returns the weighted total and each term."""
+        with self.throughput.autocast():
+            outputs = self.net(images)
+        total, values = self.losses(outputs, pids)
+        for name, value in values.items():
+            if not torch.isfinite(value):
+                raise ReidbenchError(f"loss {name} became {value.item()} at epoch {epoch + 1}, "
+                                     f"iteration {iteration + 1}; the run stopped",
+                                     hint="lower optim.lr or enable train.grad_clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.center_optimizer:
+            self.center_optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.recipe.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        if self.center_optimizer:
+            for p in self.losses.center_parameters():
+                if p.grad is not None:
+                    p.grad.mul_(self.center_grad_scale)
+            self.center_optimizer.step()
+        self.scaler.update()
+        if self.recipe.schedule.per_iteration:
+            self.scheduler.step()
+        return total, values
+
     def train_epoch(self, epoch: int, progress: Any = None, task: Any = None) -> dict[str, float]:
         self._open_layers(epoch)
         self.sampler.set_epoch(epoch)
@@ -258,30 +289,7 @@ class Trainer:
         for iteration, (images, pids, _camids, _index) in enumerate(self.loader):
             images = self.throughput.to_device(images, self.device)
             pids = pids.to(self.device, non_blocking=self.throughput.pin_memory)
-            with self.throughput.autocast():
-                outputs = self.net(images)
-            total, values = self.losses(outputs, pids)
-            for name, value in values.items():
-                if not torch.isfinite(value):
-                    raise ReidbenchError(f"loss {name} became {value.item()} at epoch {epoch + 1}, "
-                                         f"iteration {iteration + 1}; the run stopped",
-                                         hint="lower optim.lr or enable train.grad_clip")
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.center_optimizer:
-                self.center_optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
-            if self.recipe.train.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            if self.center_optimizer:
-                for p in self.losses.center_parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(self.center_grad_scale)
-                self.center_optimizer.step()
-            self.scaler.update()
-            if self.recipe.schedule.per_iteration:
-                self.scheduler.step()
+            total, values = self.train_step(images, pids, epoch, iteration)
             seen += len(pids)
             iterations += 1
             for name, value in values.items():
