@@ -27,6 +27,7 @@ import pandas as pd
 from reidbench import paths
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.atomic import atomic_write
+from reidbench.papers.schema import Tolerance
 
 COLUMNS = [
     "paper", "table", "row", "dataset", "metric", "reported", "reproduced", "std", "ci95_low", "ci95_high",
@@ -74,8 +75,10 @@ def bootstrap_interval(per_query: np.ndarray, seed: int = 0, resamples: int = 20
             float(result.confidence_interval.high))
 
 
-def status_of(reported: float | None, reproduced: float | None, tolerance: float, scale: str,
-              synthetic: bool) -> str:
+def status_of(reported: float | None, reproduced: float | None, tolerance: Tolerance, scale: str,
+              synthetic: bool, printed: str | None = None) -> str:
+    """within / below / above the tolerance (its text with its unit: ``within ±1 pt``), or why not compared.
+    ``printed`` is the reported value's text where it says more than the number ("~2.5M")."""
     if reproduced is None or (isinstance(reproduced, float) and math.isnan(reproduced)):
         return NOT_RUN
     if reported is None:
@@ -85,9 +88,10 @@ def status_of(reported: float | None, reproduced: float | None, tolerance: float
     if scale != "full":
         return f"not comparable ({scale} scale)"
     delta = reproduced - reported
-    if abs(delta) <= tolerance:
-        return f"within ±{tolerance:g}"
-    return f"{'below' if delta < 0 else 'above'} (tolerance ±{tolerance:g})"
+    text = tolerance.text(reported, printed)
+    if abs(delta) <= tolerance.bound(reported, printed) + 1e-9:
+        return f"within {text}"
+    return f"{'below' if delta < 0 else 'above'} (tolerance {text})"
 
 
 # ---- the CSV -----------------------------------------------------------------------------------
@@ -173,7 +177,7 @@ def merge_rows(path: Path, rows: Iterable[dict[str, Any]],
 
 # ---- rendering ---------------------------------------------------------------------------------
 
-DISPLAY = ["cell", "metric", "reported", "reproduced", "95% CI", "delta", "status", "scale"]
+DISPLAY = ["cell", "metric", "reported", "reproduced", "95% CI", "delta", "status", "tolerance", "scale"]
 
 
 def _fmt(text: str, signed: bool = False) -> str:
@@ -192,7 +196,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append({"cell": f"{row['table']} / {row['row']} / {row['dataset']}", "metric": row["metric"],
                      "reported": row["reported"], "reproduced": _fmt(row["reproduced"]) if row["reproduced"] else "",
                      "95% CI": ci, "delta": _fmt(row["delta"], signed=True) if row["delta"] else "",
-                     "status": row["status"], "scale": row["scale"]})
+                     "status": row["status"], "tolerance": row.get("tolerance", ""), "scale": row["scale"]})
     return pd.DataFrame(rows, columns=DISPLAY)
 
 
@@ -218,6 +222,8 @@ def to_rich(frame: pd.DataFrame, title: str) -> Any:
             style = "red"
         elif str(row["status"]).startswith("within"):
             style = "green"
+        elif str(row["status"]).startswith("paper inconsistency"):
+            style = "yellow"  # one recipe, two printed values: not a failed reproduction
         table.add_row(*(str(v) for v in row.values), style=style)
     return table
 

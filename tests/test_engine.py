@@ -154,6 +154,36 @@ def test_bot_market_recipe_is_the_released_center_loss_configuration(smoke_env):
     assert json.loads((smoke_env / "run" / "metrics.jsonl").read_text().splitlines()[0])["center:global"] > 0
 
 
+def test_bot_recipes_follow_the_released_code():
+    """No ReLU after the stem's BN at full scale (small_cnn at smoke scale, which has no such option), the
+    released random erasing, and the MS->M recipe augmenting exactly as the MSINet MS->M row does."""
+    from torchvision.transforms import v2
+
+    from reidbench.data.transforms import BOT_ERASING_MEAN
+    from reidbench.models import create_model
+
+    for name in ("market1501", "msmt17", "veri776", "msmt17_to_market1501"):
+        full, smoke = load_recipe(f"bot/resnet50_{name}"), load_recipe(f"bot/resnet50_{name}", scale="smoke")
+        assert full.model.options["stem_relu"] is False and "center" in [t.name for t in full.loss]
+        assert smoke.model.name == "small_cnn" and smoke.model.options == {}
+    options = {k: v for k, v in load_recipe(BOT).model.options.items() if k != "pretrained"}
+    stem = create_model("bot_resnet50", num_classes=4, **options).backbone.stem
+    torch.manual_seed(0)
+    assert stem(torch.randn(1, 3, 64, 32)).min() < 0  # BN output goes on unrectified, as released
+    for recipe in (BOT, "masenet/msinet_market1501"):
+        transforms = load_recipe(recipe).data.transforms
+        erasing = [s for s in train_transform(transforms, 256, 128).transforms if isinstance(s, v2.RandomErasing)]
+        assert erasing[0].scale == (0.02, 0.4) and erasing[0].ratio == pytest.approx((0.3, 1 / 0.3))
+        assert erasing[0].value == pytest.approx(list(BOT_ERASING_MEAN))
+    cross = load_recipe("bot/resnet50_msmt17_to_market1501")
+    assert cross.data.transforms == load_recipe("masenet/msinet_msmt17_to_market1501").data.transforms
+    assert cross.data.transforms.erasing == 0 and cross.data.transforms.color_jitter == [0.4, 0.4, 0.3, 0.0]
+    fsafcmn = load_recipe("fsafcmn/fsafcmn_market1501")  # BoT's recipe file, with the two losses its paper names
+    assert [t.name for t in fsafcmn.loss] == ["cross_entropy", "triplet"]
+    with pytest.raises(ReidbenchError, match="erasing_ratio: expected"):
+        train_transform(TransformSection(erasing_ratio=[3.0, 0.3]), 64, 32)
+
+
 SMOKE = ["data.synthetic_ids=12", "data.synthetic_images_per_id=6", "data.batch_size=8",
          "data.sampler.num_instances=2", "model.width=8", "data.height=64", "data.width=32"]
 

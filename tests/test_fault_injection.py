@@ -132,8 +132,9 @@ def test_weights_file_malicious_runs_nothing(env, run_cli, monkeypatch):
 
 
 def test_run_folder_files_malicious_run_nothing(env):
+    from reidbench.engine.checkpoint import load_checkpoint
     from reidbench.papers.plan import READY, RESUME, run_state
-    from reidbench.papers.reproduce import _num_classes, _reevaluate
+    from reidbench.papers.reproduce import _reevaluate
     from reidbench.recipes.schema import EvalSection
 
     run = env / "runs" / "cell"
@@ -142,7 +143,7 @@ def test_run_folder_files_malicious_run_nothing(env):
     malicious(run / "features.pt", env / "pwned", wrap="query_features")
     (run / "run.json").write_bytes(open(run / "features.pt", "rb").read())  # a pickle where JSON belongs
     with pytest.raises(ReidbenchError, match="last.pt: refused"):
-        _num_classes(run, load_recipe("bot/resnet50_market1501", scale="smoke"))
+        load_checkpoint(run / "checkpoints" / "last.pt")
     with pytest.raises(ReidbenchError, match="features.pt"):
         _reevaluate(run, EvalSection())
     assert run_state(run) == RESUME  # a damaged run record is an unfinished run

@@ -209,6 +209,26 @@ def test_eca_placements_and_fusion_options():
     assert [tuple(m.shape[-2:]) for m in maps] == [(16, 8), (8, 4), (8, 4)]
 
 
+def test_basic_block_depths_for_cpu_sized_runs():
+    """depth 18 (the regression suite's FSAFCMN case): IBN-a, attention sized for each block's output, ECA on the
+    last BN of every block with eca=block, 896-d fusion, IBN-Net's ResNet18-IBN-a weights."""
+    model = create_model("fsafcmn", num_classes=5, depth=18, input_size=[64, 32])
+    stages = model.backbone.stages()
+    assert all(isinstance(block.bn1, IBN) for layer in stages[:3] for block in layer)
+    # a basic block strides in conv1: its attention runs at the block's output size (64x32 -> 4x2, then 2x1)
+    sizes = [(block.conv2.pos_embed.height, block.conv2.pos_embed.width) for layer in stages[2:] for block in layer]
+    assert sizes == [(4, 2), (4, 2), (2, 1), (2, 1)]
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 32))
+    assert out["embedding"].shape == (2, 128 + 256 + 512)
+    assert model.pretrained_cfg.name == "resnet18_ibn_a"
+    block = create_model("fsafcmn", num_classes=5, depth=18, eca="block", input_size=[64, 32])
+    assert sum(isinstance(b.bn2, BatchNormThenECA) for layer in block.backbone.stages() for b in layer) == 8
+    with pytest.raises(ReidbenchError, match="depth: expected one of 18, 34, 50"):
+        create_model("fsafcmn", num_classes=5, depth=101)
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"eca": "channel"}, "eca: expected one of stage, block, none"),
     ({"attention": "global"}, "attention: expected one of relative, absolute, none"),

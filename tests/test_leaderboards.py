@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -58,10 +59,13 @@ def test_write_keeps_full_scale_measurements_and_explains_every_other_cell(tmp_p
     kept = frame[(frame["row"] == "MASENet (Ours)") & (frame["table"] == "Table I")
                  & (frame["dataset"] == "market1501") & (frame["metric"] == "R1")].iloc[0]
     assert kept["run_ids"] == "abc123" and kept["reported"] == "95.9"
-    assert float(kept["delta"]) == pytest.approx(-0.4) and kept["status"] == "within ±1"
+    assert float(kept["delta"]) == pytest.approx(-0.4) and kept["status"] == "within ±1 pt"
+    assert kept["tolerance"] == "±1 pt"
     assert set(frame["scale"]) == {"full"}
     not_run = frame[frame["status"] == leaderboard.NOT_RUN]
-    assert len(not_run) == len(frame) - 1
+    counted = frame[frame["note"].str.startswith("counted without training")]
+    assert len(not_run) == len(frame) - 1 - len(counted) and set(counted["metric"]) == {"params_M"}
+    assert len(counted) == 6  # Table I's printed Params, one per row, on its Market-1501 cell
     reasons = {note.split(":", 1)[0] for note in not_run["note"]}
     assert reasons == {"cited", "dataset not installed", "needs GPU time"}  # every model of MASENet's tables exists
     msinet = not_run[(not_run["row"] == "MSINet [9]") & (not_run["dataset"] == "market1501")]["note"].iloc[0]
@@ -70,7 +74,9 @@ def test_write_keeps_full_scale_measurements_and_explains_every_other_cell(tmp_p
     msmt = not_run[(not_run["row"] == "MASENet (Ours)") & (not_run["dataset"] == "msmt17")]["note"].iloc[0]
     assert msmt.startswith("dataset not installed: MSMT17 is by request") and "data prepare msmt17" in msmt
     text = markdown_path("masenet", tmp_path).read_text()
-    assert "| MASENet (Ours) | market1501 | R1 95.9 · mAP 89.9 | R1 95.50 [95.00, 96.00] |" in text
+    assert ("| MASENet (Ours) | market1501 | R1 95.9 · mAP 89.9 · params_M ~2.5M | R1 95.50 [95.00, 96.00] · "
+            "params_M 2.447 | R1 within ±1 pt · params_M below (tolerance ±0.05M, rounding of ~2.5M) · others not run |"
+            in text)
     assert "runs abc123 (seeds 0); recipe masenet/masenet_market1501 (0123456789abcdef)" in text
     assert "Quoted from other papers, with no model in reidbench (in the CSV as not run): Auto-ReID+ [55]" in text
 
@@ -105,3 +111,26 @@ def test_cli_write_and_reduced_scale_files(run_cli, tmp_path, monkeypatch):
     assert code == 2 and "--scale smoke" in err
     code, out, err = run_cli("leaderboard", "masenet", "--scale", "smoke", "--format", "csv")
     assert code == 0 and "MASENet (Ours)" in out
+
+
+def test_params_are_compared_with_a_params_tolerance_at_the_papers_setting(run_cli, monkeypatch):
+    """`reidbench leaderboard aap-reid` compares every printed parameter count within 0.01M, counted without
+    training for the paper's classes and input; MASENet's Table I compares its Params column with the count
+    without classifiers (CDNet's row: its backbone), each row saying which convention it used."""
+    monkeypatch.setenv("REIDBENCH_LEADERBOARDS", str(COMMITTED))
+    code, out, err = run_cli("leaderboard", "aap-reid", "--format", "csv")
+    assert code == 0, err
+    frame = pd.read_csv(io.StringIO(out), dtype=str, keep_default_na=False)
+    params = frame[frame["metric"] == "params_M"]
+    assert len(params) == 9 + 20 and set(params["tolerance"]) == {"±0.01M"}
+    assert set(params["status"]) == {"within ±0.01M"}  # every count of Tables 2 and 3
+    bam = params[(params["table"] == "Table 3") & (params["row"] == "ResNet18 BAM")].iloc[0]
+    assert float(bam["reproduced"]) == pytest.approx(11.80, abs=0.005)  # 751 Market-1501 classes
+    code, out, _ = run_cli("leaderboard", "aap-reid", "--format", "markdown")
+    assert "| params_M | 11.8 | 11.80 |  |" in out and "within ±0.01M | ±0.01M |" in out
+    masenet = leaderboard.read_leaderboard(leaderboard.leaderboard_path("masenet", COMMITTED))
+    table_i = masenet[(masenet["table"] == "Table I") & (masenet["metric"] == "params_M")].set_index("row")
+    assert float(table_i.loc["MSINet [9]", "reproduced"]) == pytest.approx(2.328, abs=1e-3)
+    assert table_i.loc["MSINet [9]", "status"] == "within ±0.05M, rounding of 2.3M"
+    assert "Params deploy: without classifiers" in table_i.loc["MSINet [9]", "note"]
+    assert "Params backbone: backbone only" in table_i.loc["CDNet [17]", "note"]

@@ -104,6 +104,33 @@ def test_partial_load_of_an_official_checkpoint_into_masenet(tmp_path):
         load_pretrained(target, target.pretrained_cfg, tmp_path / "absent.pth.tar")
 
 
+def _sam_scores() -> torch.Tensor:
+    """Three identities, one image each (every anchor's only positive is itself, its two negatives the others),
+    M = 2 positions: each anchor's profile is (1, 1), its kernel with itself (1, 0), with its first negative
+    (1, 0) and with its second (0, 1)."""
+    kernels = torch.zeros(3, 3, 2)
+    for i in range(3):
+        first, second = [j for j in range(3) if j != i]
+        kernels[i, i] = kernels[i, first] = torch.tensor([1.0, 0.0])
+        kernels[i, second] = torch.tensor([0.0, 1.0])
+    return torch.cat([kernels, torch.ones(1, 3, 2)])
+
+
+@pytest.mark.parametrize("negative_pairs, negative_term", [
+    ("all", (0 + 1 + 1 + 0) / 4),  # released: the 2 x 2 pairs of negatives, the two self-pairs (0) included
+    ("distinct", (1 + 1) / 2),     # the two pairs of different negatives only: n / (n - 1) = 2 times larger
+])
+def test_spatial_align_loss_by_hand(negative_pairs, negative_term):
+    positive_term = 1 - 1 / 2**0.5  # cosine distance between (1, 1) and (1, 0)
+    loss = SpatialAlignLoss(negative_pairs)(_sam_scores(), torch.tensor([0, 1, 2]))
+    assert loss.item() == pytest.approx(positive_term + negative_term, abs=1e-6)
+    assert SpatialAlignLoss().negative_pairs == "all"  # the released behaviour is the default
+    recipe = load_recipe("masenet/msinet_sam_market1501", overrides=[f"loss.4.negative_pairs={negative_pairs}"])
+    assert recipe.loss[4].options == {"negative_pairs": negative_pairs}
+    with pytest.raises(ReidbenchError, match="negative_pairs: expected one of all, distinct"):
+        load_recipe("masenet/msinet_sam_market1501", overrides=["loss.4.negative_pairs=some"])
+
+
 def test_table_one_and_fig3_recipes_load():
     names = [p.stem for p in Path("recipes/masenet").glob("*.yaml") if p.stem not in ("msinet_base", "paper")]
     assert len(names) == 12 + 8

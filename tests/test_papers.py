@@ -16,6 +16,7 @@ from reidbench.models.msinet import GENOTYPES
 from reidbench.papers.loading import PaperSpecError, list_papers, load_paper, select_cells
 from reidbench.papers.plan import CITED, FINISHED, NO_DATA, NO_MODEL, READY, RESUME
 from reidbench.papers.reproduce import plan_reproduction, run_reproduction
+from reidbench.papers.schema import Tolerance
 
 QUICK = ["train.epochs=1", "train.eval_every=1"]
 
@@ -77,7 +78,52 @@ def test_cited_rows_and_inconsistencies_are_recorded():
     assert sum(r.cited for r in sota.rows) == 15 and not sota.rows[-1].cited
     ours = next(r for r in masenet.table("Table I").rows if r.name == "MASENet (Ours)")
     assert "+1.3% mAP" in ours.note_for("MS", "mAP")
-    assert "67.2" in next(r for r in load_paper("aap-reid").table("Table 1").rows if r.name == "AaP-ReID").notes["C"]
+    assert "the two gains swapped" in sota.rows[-1].note_for("M")  # CARL: text +0.1 mAP / +0.7 R1, table reversed
+    aap = load_paper("aap-reid")
+    assert not any(r.cited for t in ("Table 1", "Table 2") for r in aap.table(t).rows if r.name.startswith("Baseline"))
+    # one recipe, two printed values: both cells stay, each says so
+    pair = [c for c in select_cells(aap, row="AaP-ReID", dataset="C") if c.table.id in ("Table 1", "Table 4")]
+    assert [c.reported[:2] for c in pair] == [[72.4, 74.9], [67.2, 81.4]]
+    assert all("Paper inconsistency" in c.note_for("mAP") and "67.2" in c.note_for("mAP") for c in pair)
+    fsafcmn = [c for c in select_cells(load_paper("fsafcmn"), dataset="M") if c.inconsistency]
+    assert [(c.table.id, c.reported) for c in fsafcmn] == [("Table 1", [82.4, 94.8]), ("Table 2", [81.5, 92.7])]
+    mhsa = load_paper("mhsa-net")
+    assert "19.6 mAP" in next(r for r in mhsa.table("Table II").rows if r.name == "MHSA-Net* (K=8)").notes["OD"]
+    assert "7.2 mAP" in next(r for r in mhsa.table("Table V").rows if r.name == "MHSA-Net (K=8)").notes["M"]
+
+
+def test_titles_and_values_from_the_text():
+    masenet, fsafcmn = load_paper("masenet"), load_paper("fsafcmn")
+    assert masenet.title == "Multiscale Attentional Squeeze-And-Excitation Network for Person Re-Identification"
+    assert "9(4)" in masenet.source
+    assert fsafcmn.title == "Fusion Self-Attention Feature Clustering Mechanism Network for Person ReID"
+    baseline = masenet.table("Fig. 3").rows[0]
+    assert baseline.values == {"M": [95.3, 89.6], "MS": [81.0, 59.6]} and "from the text" in baseline.note_for("M")
+
+
+def test_tolerance_per_kind_of_number(tmp_path):
+    aap, masenet = load_paper("aap-reid"), load_paper("masenet")
+    assert aap.tolerance(aap.table("Table 3"), "mAP").text() == "±1 pt"
+    assert aap.tolerance(aap.table("Table 3"), "params_M").text() == "±0.01M"  # printed to 0.01M, not ±1M
+    assert load_paper("fsafcmn").tolerance(load_paper("fsafcmn").table("Table 1"), "params_M").text() == "±0.5%"
+    table_i = masenet.table("Table I")
+    cells = {c.row.name: c for c in select_cells(masenet, table="Table I", dataset="M")}
+    assert cells["MSINet [9]"].metrics == ["R1", "mAP", "params_M"] and cells["MSINet [9]"].reported[2] == 2.3
+    assert cells["CDNet [17]"].params_convention == "backbone" and cells["MSINet [9]"].params_convention == "deploy"
+    assert "Params deploy: without classifiers" in cells["MSINet [9]"].note_for("params_M")
+    rounding = masenet.tolerance(table_i, "params_M")
+    assert rounding.bound(24.0, "~24M") == 0.5 and rounding.bound(2.3, "2.3M") == pytest.approx(0.05)
+    path = tmp_path / "paper.yaml"
+    path.write_text("paper: x\ndatasets: {M: {train: market1501}}\ntolerance: {params: lots}\ntables: []\n")
+    with pytest.raises(PaperSpecError, match=r"tolerance\.params: expected a number"):
+        load_paper(str(path))
+    path.write_text("paper: x\ndatasets: {M: {train: market1501}}\ntables:\n"
+                    "  - {id: T, groups: [M], metrics: [R1], rows: [\n"
+                    "      {name: A, values: {M: [1.0]}, recipe: 'bot/resnet50_{slug}'},\n"
+                    "      {name: B, values: {M: [2.0]}, recipe: 'masenet/msinet_{slug}'}]}\n"
+                    "inconsistencies: [{cells: [T / A / M, T / B / M], note: n}]\n")
+    with pytest.raises(PaperSpecError, match="do not share one recipe"):
+        load_paper(str(path))
 
 
 def test_selection_is_case_insensitive_prefix_and_exact_names_win():
@@ -139,7 +185,12 @@ def test_smoke_reproduction_writes_rows_then_skips_finished_cells(env, run_cli):
     assert code == 0, err
     assert not (env / "lb" / "masenet.csv").exists()  # the full-scale (committed) leaderboard is untouched
     frame = pd.read_csv(env / "lb" / "masenet.smoke.csv", dtype=str, keep_default_na=False)
-    assert len(frame) == 8  # 4 datasets x (R1, mAP)
+    assert len(frame) == 9  # 4 datasets x (R1, mAP), and the printed Params on M
+    params = frame[frame["metric"] == "params_M"].iloc[0]
+    # counted for the paper's model and setting (BoT ResNet-50, 751 classes, 256 x 128), not the smoke run's
+    # small CNN on the synthetic miniature, so compared at any scale
+    assert float(params["reproduced"]) == pytest.approx(23.512, abs=1e-3) and params["model"] == "bot_resnet50"
+    assert params["status"] == "within ±0.5M, rounding of ~24M" and params["input"] == "256x128"
     assert set(frame["dataset"]) == {"market1501", "msmt17", "veri776", "msmt17->market1501"}
     row = frame[(frame["dataset"] == "msmt17->market1501") & (frame["metric"] == "mAP")].iloc[0]
     assert row["reported"] == "31.8" and row["status"] == "not comparable (synthetic data)"
@@ -227,10 +278,17 @@ def test_not_run_rows_never_replace_measurements(tmp_path):
 
 
 def test_status_states_the_tolerance():
-    assert leaderboard.status_of(80.0, 80.5, 1.0, "full", False) == "within ±1"
-    assert leaderboard.status_of(80.0, 78.0, 1.0, "full", False) == "below (tolerance ±1)"
-    assert leaderboard.status_of(80.0, 78.0, 1.0, "small", False) == "not comparable (small scale)"
-    assert leaderboard.status_of(None, 78.0, 1.0, "full", False) == "no reported value"
+    points, params = Tolerance("accuracy", 1.0), Tolerance("params", 0.01)
+    assert leaderboard.status_of(80.0, 80.5, points, "full", False) == "within ±1 pt"
+    assert leaderboard.status_of(80.0, 78.0, points, "full", False) == "below (tolerance ±1 pt)"
+    assert leaderboard.status_of(80.0, 78.0, points, "small", False) == "not comparable (small scale)"
+    assert leaderboard.status_of(None, 78.0, points, "full", False) == "no reported value"
+    # AaP-ReID Table 3's ResNet-18 BAM: 11.80M printed; 11.42M (a miniature's classes) is 0.38M off, not within 1
+    assert leaderboard.status_of(11.80, 11.42, params, "full", False) == "below (tolerance ±0.01M)"
+    assert leaderboard.status_of(11.80, 11.8012, params, "full", False) == "within ±0.01M"
+    assert leaderboard.status_of(2.3, 2.31, Tolerance("params", 0.5, relative=True), "full", False) == "within ±0.5%"
+    assert leaderboard.status_of(2.5, 2.447, Tolerance("params", rounding=True), "full", False, "~2.5M") == (
+        "below (tolerance ±0.05M, rounding of ~2.5M)")
 
 
 def test_leaderboard_formats_and_plot(env, run_cli):

@@ -61,13 +61,18 @@ def train_transform(t: TransformSection, height: int, width: int) -> v2.Compose:
         steps.append(v2.ColorJitter(*t.color_jitter))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(t.mean, t.std)]
     if t.erasing > 0:
-        area = t.erasing_area
+        area, ratio = t.erasing_area, t.erasing_ratio
         if len(area) != 2 or not 0 < area[0] <= area[1] <= 1:
             raise ReidbenchError(f"data.transforms.erasing_area: expected [min, max] fractions of the image with "
                                  f"0 < min <= max <= 1, got {area!r}")
+        if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
+            raise ReidbenchError(f"data.transforms.erasing_ratio: expected [min, max] height / width ratios with "
+                                 f"0 < min <= max, got {ratio!r}")
         fill = t.erasing_fill
         value = list(BOT_ERASING_MEAN) if fill == "mean" else ("random" if fill == "random" else fill)
-        steps.append(v2.RandomErasing(p=t.erasing, scale=tuple(area), value=value))
+        # torchvision draws the ratio log-uniformly in [min, max] and tries 10 rectangles; the Random Erasing code
+        # BoT and MSINet ship draws it uniformly and tries 100 (docs/papers/baselines.md, "Random erasing")
+        steps.append(v2.RandomErasing(p=t.erasing, scale=tuple(area), ratio=tuple(ratio), value=value))
     if t.cutout > 0:
         steps.append(Cutout(t.cutout_size, t.cutout))
     return v2.Compose(steps)

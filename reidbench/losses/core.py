@@ -106,8 +106,19 @@ class SpatialAlignLoss(nn.Module):
 
     For anchor i: the mean cosine distance between its position-energy profile and its correlation
     kernels with each positive (same id, itself included), plus the mean pairwise cosine distance
-    among its kernels with the negatives.
+    among its kernels with the n negatives. ``negative_pairs="all"`` (the released code) averages over all
+    n x n pairs, the n self-pairs (distance 0) included; ``"distinct"`` over the n (n - 1) pairs of two
+    different negatives, which makes the negative term n / (n - 1) times larger.
     """
+
+    NEGATIVE_PAIRS = ("all", "distinct")
+
+    def __init__(self, negative_pairs: str = "all") -> None:
+        super().__init__()
+        if negative_pairs not in self.NEGATIVE_PAIRS:
+            raise ReidbenchError(f"loss spatial_align negative_pairs: expected one of "
+                                 f"{', '.join(self.NEGATIVE_PAIRS)}, got {negative_pairs!r}")
+        self.negative_pairs = negative_pairs
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor, **_: Any) -> torch.Tensor:
         batch = targets.shape[0]
@@ -118,8 +129,9 @@ class SpatialAlignLoss(nn.Module):
         pos_term = (align * same).sum(1) / same.sum(1)
         pairwise = 1.0 - torch.einsum("ijm,ikm->ijk", kernels, kernels)  # [i, j, k]
         neg = ~same
-        pair_mask = neg[:, :, None] & neg[:, None, :] & ~torch.eye(batch, dtype=torch.bool,
-                                                                    device=targets.device)[None]
+        pair_mask = neg[:, :, None] & neg[:, None, :]
+        if self.negative_pairs == "distinct":
+            pair_mask = pair_mask & ~torch.eye(batch, dtype=torch.bool, device=targets.device)[None]
         neg_term = (pairwise * pair_mask).sum((1, 2)) / pair_mask.sum((1, 2)).clamp(min=1)
         return (pos_term + neg_term).mean()
 

@@ -3,9 +3,11 @@ docs/papers/fsafcmn.md.
 
 The paper publishes no code, so every open choice is an option (a recipe key ``model.<option>``):
 
-- trunk: ``resnet_trunk(50, last_stride)`` (default last stride 2: conv5 is 8 x 4 at 256 x 128) with a
-  ``block_hook`` that puts IBN-a (IBN-Net: InstanceNorm with affine on the first half of the channels,
-  BatchNorm on the rest) in place of ``bn1`` of every bottleneck of layers 1-3 (``ibn``);
+- trunk: ``resnet_trunk(depth, last_stride)`` (default ResNet-50, last stride 2: conv5 is 8 x 4 at 256 x 128)
+  with a ``block_hook`` that puts IBN-a (IBN-Net: InstanceNorm with affine on the first half of the channels,
+  BatchNorm on the rest) in place of ``bn1`` of every block of layers 1-3 (``ibn``); ``depth`` 18 / 34
+  (IBN-Net's basic-block ResNet-IBN-a, attention in place of each block's second 3x3 conv) exists only for
+  CPU-sized runs such as the regression suite's;
 - ``attention``: BoTNet's multi-head self-attention replaces ``conv2`` (the 3x3 conv) of every bottleneck
   of layers 3 and 4 (conv4_x, conv5_x): timm's ``BottleneckAttn`` (1x1 q/k/v without bias, content logits
   ``q.k / sqrt(d)`` plus 2-D relative-position logits ``q.(r_h[dy] + r_w[dx])``, works on H != W; the
@@ -42,6 +44,7 @@ ECA_PLACEMENTS = ("stage", "block", "none")
 FUSIONS = ("concat", "sum", "none")
 ATTENTION_LAYERS = (3, 4)  # conv4_x and conv5_x
 IBN_LAYERS = (1, 2, 3)  # IBN-a: layers 1-3; layer 4 stays BatchNorm
+DEPTHS = (18, 34, 50)  # 50 is the paper's; 18 and 34 are for CPU-sized runs (docs/papers/fsafcmn.md)
 
 
 class IBN(nn.Module):
@@ -132,7 +135,8 @@ class FSAFCMN(ReIDModel):
 
     def __init__(self, num_classes: int, input_size: Sequence[int] = (256, 128), last_stride: int = 2,
                  ibn: bool = True, attention: str = "relative", heads: int = 4, qkv_bias: bool = False,
-                 scale_position_logits: bool = False, eca: str = "stage", fusion: str = "concat") -> None:
+                 scale_position_logits: bool = False, eca: str = "stage", fusion: str = "concat",
+                 depth: int = 50) -> None:
         super().__init__()
         size = tuple(input_size)
         _check_options(size, heads, attention, eca, fusion)
@@ -146,7 +150,8 @@ class FSAFCMN(ReIDModel):
                 block.bn1 = IBN(block.bn1.num_features)
             if attention != "none" and layer in ATTENTION_LAYERS:
                 planes, stride = block.conv2.in_channels, block.conv2.stride[0]
-                feat_size = block_input_size(size, layer, index, last_stride)
+                # a bottleneck strides in conv2; a basic block in conv1, so its conv2 sees the block's output size
+                feat_size = block_input_size(size, layer, index if bottleneck else 1, last_stride)
                 if attention == "relative":
                     block.conv2 = BottleneckAttn(planes, feat_size=feat_size, stride=stride, num_heads=heads,
                                                  qkv_bias=qkv_bias, scale_pos_embed=scale_position_logits)
@@ -155,10 +160,15 @@ class FSAFCMN(ReIDModel):
                                                        scale_position_logits)
                 replaced.append(f"layer{layer}.{index}.conv2.")
             if eca == "block":
-                block.bn3 = BatchNormThenECA(block.bn3.num_features)
+                last_bn = "bn3" if bottleneck else "bn2"
+                setattr(block, last_bn, BatchNormThenECA(getattr(block, last_bn).num_features))
 
-        self.backbone = resnet_trunk(50, last_stride, block_hook=hook)
-        stage_channels = (64, *(stage[-1].conv3.out_channels for stage in self.backbone.stages()))
+        if depth not in DEPTHS:
+            raise ValueError(f"depth: expected one of {', '.join(map(str, DEPTHS))}, got {depth!r}")
+        bottleneck = depth == 50
+        self.backbone = resnet_trunk(depth, last_stride, block_hook=hook)
+        stage_channels = (64, *((stage[-1].bn3 if bottleneck else stage[-1].bn2).num_features
+                                for stage in self.backbone.stages()))
         # ECA after the stem (conv1_x, after its max-pool) and after each of layer1-4 (conv2_x-conv5_x)
         self.stage_eca = nn.ModuleList(EcaModule(c) for c in stage_channels) if eca == "stage" else None
         c3, c4, c5 = stage_channels[2:]
@@ -166,7 +176,7 @@ class FSAFCMN(ReIDModel):
             self.projections = nn.ModuleList(nn.Sequential(nn.Conv2d(c, c5, 1, bias=False), nn.BatchNorm2d(c5))
                                              for c in (c3, c4))
         self.head = BNNeck(c3 + c4 + c5 if fusion == "concat" else c5, num_classes)
-        cfg = trunk_pretrained_cfg(self.backbone, 50, weights="resnet50_ibn_a" if ibn else None)
+        cfg = trunk_pretrained_cfg(self.backbone, depth, weights=f"resnet{depth}_ibn_a" if ibn else None)
         # the 3x3 convs that attention replaced have nothing to load into
         self.pretrained_cfg = cfg.with_mapping(skip_prefixes=(*cfg.skip_prefixes, *replaced), rename=cfg.rename)
 
@@ -212,8 +222,9 @@ class FSAFCMN(ReIDModel):
 @register_model
 def fsafcmn(num_classes: int = 751, input_size: Sequence[int] = (256, 128), last_stride: int = 2, ibn: bool = True,
             attention: str = "relative", heads: int = 4, qkv_bias: bool = False,
-            scale_position_logits: bool = False, eca: str = "stage", fusion: str = "concat") -> FSAFCMN:
+            scale_position_logits: bool = False, eca: str = "stage", fusion: str = "concat",
+            depth: int = 50) -> FSAFCMN:
     """FSAFCMN: ResNet50-IBN-a (last stride 2) + 4-head relative-position self-attention in conv4_x/conv5_x +
     ECA after each stage + conv3/conv4/conv5 concatenation (3584-d) + BNNeck; 16.47M without classifier."""
     return FSAFCMN(num_classes, input_size, last_stride, ibn, attention, heads, qkv_bias, scale_position_logits,
-                   eca, fusion)
+                   eca, fusion, depth)

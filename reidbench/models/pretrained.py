@@ -165,10 +165,12 @@ for _depth, _digest in ((18, "f37072fd"), (34, "b627a593"), (50, "0676ba61"), (1
 register_weights(PretrainedCfg("resnet50_v2", "resnet50-11ad3fa6.pth", "torchvision",
                                "ResNet50_Weights.IMAGENET1K_V2", "11ad3fa6", "torchvision ResNet-50, ImageNet V2",
                                skip_prefixes=("fc.",)))
-register_weights(PretrainedCfg(
-    "resnet50_ibn_a", "resnet50_ibn_a-d9d0bb7b.pth", "url",
-    "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet50_ibn_a-d9d0bb7b.pth", "d9d0bb7b",
-    "ResNet50-IBN-a, ImageNet (IBN-Net)", skip_prefixes=("fc.",)))
+# IBN-Net's ImageNet ResNet-IBN-a releases (sha256 prefix in the name, as torchvision's)
+for _depth, _digest in ((18, "2f571257"), (34, "94bc1577"), (50, "d9d0bb7b")):
+    register_weights(PretrainedCfg(
+        f"resnet{_depth}_ibn_a", f"resnet{_depth}_ibn_a-{_digest}.pth", "url",
+        f"https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet{_depth}_ibn_a-{_digest}.pth", _digest,
+        f"ResNet{_depth}-IBN-a, ImageNet (IBN-Net)", skip_prefixes=("fc.",)))
 register_weights(PretrainedCfg("msinet_msmt", "msinet_msmt.pth.tar", "gdrive", "1ZNLDbtpsraiF149htbyhbh3UjCwREi9p",
                                None, "MSINet pretrained (official; state_dict inside a tar)"))
 register_weights(PretrainedCfg("osnet_x1_0_imagenet", "osnet_x1_0_imagenet.pth", "gdrive",

@@ -104,7 +104,7 @@ def paper_ablation_rows(result: Any) -> list[tuple[str, list[AblationRow]]]:
             values: dict[str, float | None] = {}
             reported: dict[str, float | None] = {}
             for item in (p for p in result.planned if p.cell.table.id == table_id and p.cell.row is row_spec):
-                for metric, rep in zip(spec.metrics, item.cell.reported, strict=True):
+                for metric, rep in zip(item.cell.metrics, item.cell.reported, strict=True):
                     column = f"{item.cell.group.key} {metric}"
                     found = measured.get((table_id, row_spec.name, item.cell.group.label, metric), {})
                     value = found.get("reproduced")

@@ -6,7 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.errors import ReidbenchError, UnknownNameError
-from reidbench.papers.schema import METRICS, TABLE_KINDS, Cell, DatasetColumn, Paper, Row, Table
+from reidbench.papers.schema import (
+    DEFAULT_TOLERANCES,
+    KIND_UNITS,
+    METRICS,
+    PARAMS_CONVENTIONS,
+    TABLE_KINDS,
+    Cell,
+    DatasetColumn,
+    Inconsistency,
+    Paper,
+    Row,
+    Table,
+    Tolerance,
+    printed_number,
+)
 from reidbench.recipes.loading import read_mapping, recipe_dirs, resolve_path
 
 PAPER_FILE = "paper.yaml"
@@ -92,10 +106,47 @@ def _row(data: Any, table: dict[str, Any], datasets: dict[str, DatasetColumn], w
     bad = [o for o in eval_overrides if not o.startswith("eval.")]
     if bad:
         raise PaperSpecError(f"{source}: {where}.evaluate: expected eval.* overrides only, got {bad[0]!r}")
+    convention = _convention(data.get("params_convention"), f"{where}.params_convention", source)
     return Row(name=name, values=values, cited=bool(data.get("cited", False)), model=data.get("model"),
                recipes=recipes, extra={k: str(v) for k, v in (data.get("extra") or {}).items()},
                notes={str(k): str(v) for k, v in notes.items()}, overrides=overrides,
-               eval_overrides=eval_overrides)
+               eval_overrides=eval_overrides, params_convention=convention)
+
+
+def _convention(raw: Any, where: str, source: Path) -> str | None:
+    if raw is not None and raw not in PARAMS_CONVENTIONS:
+        raise PaperSpecError(f"{source}: {where}: expected one of {', '.join(PARAMS_CONVENTIONS)}, got {raw!r}")
+    return raw
+
+
+def _tolerances(raw: Any, where: str, source: Path) -> dict[str, Tolerance]:
+    """``tolerance:`` as a number (percentage points for accuracy) or per kind: a number in the kind's unit,
+    ``"0.5%"`` of the printed value, or ``rounding`` (half a unit of the printed value's last digit)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raw = {"accuracy": raw}
+    out = {}
+    for kind, spec in raw.items():
+        if kind not in KIND_UNITS:
+            raise PaperSpecError(f"{source}: {where}.{kind}: unknown kind of number; expected one of: "
+                                 f"{', '.join(KIND_UNITS)}")
+        text = str(spec).strip()
+        try:
+            if text == "rounding":
+                out[kind] = Tolerance(kind, rounding=True)
+            elif text.endswith("%"):
+                out[kind] = Tolerance(kind, float(text[:-1]), relative=True)
+            elif isinstance(spec, (int, float)) and not isinstance(spec, bool):
+                out[kind] = Tolerance(kind, float(spec))
+            else:
+                raise ValueError(text)
+        except ValueError:
+            raise PaperSpecError(f"{source}: {where}.{kind}: expected a number (in{KIND_UNITS[kind]}), a "
+                                 f"percentage such as '0.5%' or 'rounding', got {spec!r}") from None
+        if out[kind].value < 0:
+            raise PaperSpecError(f"{source}: {where}.{kind}: expected 0 or more, got {spec!r}")
+    return out
 
 
 def _overrides(raw: Any, where: str, source: Path) -> list[str]:
@@ -131,10 +182,42 @@ def _table(data: Any, datasets: dict[str, DatasetColumn], index: int, source: Pa
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise PaperSpecError(f"{source}: {where}: row {duplicate!r} appears twice")
+    column = data.get("params_column")
+    for row in rows if column else []:
+        printed = row.extra.get(column)
+        if printed is not None and printed_number(printed) is None:
+            raise PaperSpecError(f"{source}: {where}: row {row.name!r}: extra.{column}: expected a parameter count "
+                                 f"in millions such as '2.3M' or '~24M', got {printed!r}")
     return Table(id=table_id, caption=str(data.get("caption", "")), kind=kind, groups=list(groups),
                  metrics=list(metrics), rows=rows, ablation=bool(data.get("ablation", False)),
                  printed=bool(data.get("printed", True)), notes=list(data.get("notes") or []),
-                 content=dict(data.get("content") or {}))
+                 content=dict(data.get("content") or {}),
+                 params_convention=_convention(data.get("params_convention"), f"{where}.params_convention",
+                                               source) or "total",
+                 params_column=column, tolerances=_tolerances(data.get("tolerance"), f"{where}.tolerance", source))
+
+
+def _inconsistencies(raw: Any, tables: list[Table], source: Path) -> list[Inconsistency]:
+    """Each entry names two or more cells ("Table 1 / AaP-ReID / C") that the paper prints with different values
+    for one recipe; the cells must exist and share their recipe and its `set:`."""
+    out = []
+    for index, entry in enumerate(raw or []):
+        where = f"inconsistencies[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("cells"), list) or len(entry["cells"]) < 2:
+            raise PaperSpecError(f"{source}: {where}: expected a mapping with cells (two or more "
+                                 f"'table / row / group' labels) and note, got {entry!r}")
+        runs = set()
+        for label in entry["cells"]:
+            table_id, row_name, group = (part.strip() for part in (str(label).rsplit(" / ", 2) + ["", ""])[:3])
+            table = next((t for t in tables if t.id == table_id), None)
+            row = next((r for r in table.rows if r.name == row_name), None) if table else None
+            if row is None or group not in row.values:
+                raise PaperSpecError(f"{source}: {where}.cells: no cell {label!r} with printed values")
+            runs.add((row.recipes.get(group), tuple(row.overrides)))
+        if len(runs) != 1:
+            raise PaperSpecError(f"{source}: {where}: the cells {entry['cells']} do not share one recipe and set:")
+        out.append(Inconsistency(tuple(str(c) for c in entry["cells"]), str(entry.get("note", ""))))
+    return out
 
 
 def load_paper(key: str, folders: list[Path] | None = None) -> Paper:
@@ -147,10 +230,13 @@ def load_paper(key: str, folders: list[Path] | None = None) -> Paper:
         datasets[str(name)] = DatasetColumn(str(name), raw["train"], raw.get("test", raw["train"]),
                                             raw.get("variant"))
     tables = [_table(t, datasets, i, source) for i, t in enumerate(_need(data, "tables", list, "paper", source))]
+    defaults = _tolerances(DEFAULT_TOLERANCES, "tolerance", source)
     return Paper(key=_need(data, "paper", str, "paper", source), title=str(data.get("title", "")),
                  citation=str(data.get("citation", "")), source=str(data.get("source", "")),
-                 tolerance=float(data.get("tolerance", 1.0)), datasets=datasets, tables=tables,
-                 notes=list(data.get("notes") or []), docs=str(data.get("docs", "")))
+                 tolerances={**defaults, **_tolerances(data.get("tolerance"), "tolerance", source)},
+                 datasets=datasets, tables=tables, notes=list(data.get("notes") or []),
+                 docs=str(data.get("docs", "")),
+                 inconsistencies=_inconsistencies(data.get("inconsistencies"), tables, source))
 
 
 # ---- selection -------------------------------------------------------------------------------
@@ -188,7 +274,10 @@ def select_cells(paper: Paper, table: str | None = None, row: str | None = None,
             for g in groups:
                 has_value = any(v is not None for v in r.values.get(g.key, []))
                 if has_value or g.key in r.recipes:
-                    cells.append(Cell(paper.key, t, r, g, r.recipes.get(g.key)))
+                    label = f"{t.id} / {r.name} / {g.key}"
+                    pair = next((i for i in paper.inconsistencies if label in i.cells), None)
+                    note = f"Paper inconsistency: {pair.note}" if pair else ""
+                    cells.append(Cell(paper.key, t, r, g, r.recipes.get(g.key), note))
     if not cells and (row or dataset):
         raise ReidbenchError(f"no cell of {paper.key} matches --table {table or '*'} --row {row or '*'} "
                              f"--dataset {dataset or '*'}",

@@ -14,8 +14,9 @@ from reidbench import leaderboard
 from reidbench.envinfo import git_commit
 from reidbench.errors import ReidbenchError
 from reidbench.launch import Launcher, Outcome, Say, default_devices, make_launcher
+from reidbench.papers.compare import cell_status, counted_note, counted_value, model_numbers, paper_setting
 from reidbench.papers.plan import FINISHED, NO_DATA, PlannedCell, run_state
-from reidbench.papers.schema import Paper
+from reidbench.papers.schema import Paper, metric_kind
 
 __all__ = ["CellRowsWriter", "Outcome", "Reproduction", "cell_rows", "collect", "default_devices", "execute",
            "plan_reproduction", "reproduce_paper", "run_reproduction"]
@@ -56,22 +57,11 @@ def _per_query(run_dir: Path, recipe: Any, record: dict[str, Any]) -> dict[str, 
     return _scores(result)
 
 
-def _model_numbers(recipe: Any, num_classes: int) -> dict[str, Any]:
-    from reidbench.models import create_model
-    from reidbench.profile import parameter_counts, profile_config
-
-    options = {k: v for k, v in recipe.model.options.items() if k != "pretrained"}
-    total, deploy, _ = parameter_counts(create_model(recipe.model.name, num_classes=num_classes, **options))
-    profile = profile_config(recipe.model.name, options, (recipe.data.height, recipe.data.width))
-    return {"params_M": total / 1e6, "deploy_params_M": deploy / 1e6, "gmacs": profile.gmacs,
-            "input": f"{recipe.data.height}x{recipe.data.width}"}
-
-
 def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, Any]]:
     """Leaderboard rows of one planned cell: measured when all its runs finished, else "not run"."""
     cell = item.cell
     base = {"paper": paper.key, "table": cell.table.id, "row": cell.row.name, "dataset": cell.group.label,
-            "tolerance": paper.tolerance, "updated": leaderboard.now()}
+            "updated": leaderboard.now()}
     runs = item.runs
     finished = bool(runs) and all(run_state(r.run_dir) == FINISHED for r in runs)
     if not finished:
@@ -80,8 +70,9 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
             reason = f"dataset missing: run `{item.reason}`"
         scale = runs[0].recipe.scale if runs else ""
         return [{**base, "metric": m, "reported": rep, "status": leaderboard.NOT_RUN, "scale": scale,
-                 "recipe": cell.recipe or "", "note": " ".join(filter(None, [reason, cell.row.note_for(
-                     cell.group.key, m)]))} for m, rep in zip(cell.metrics, cell.reported, strict=True)]
+                 "tolerance": cell_status(paper, cell, m, rep, None, scale, False)[1], "recipe": cell.recipe or "",
+                 "note": " ".join(filter(None, [reason, cell.note_for(m)]))}
+                for m, rep in zip(cell.metrics, cell.reported, strict=True)]
     records = [json.loads((r.run_dir / "run.json").read_text()) for r in runs]
     first, recipe = records[0], runs[0].recipe
     eval_settings = dict(first["eval_settings"])
@@ -94,7 +85,10 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
     else:
         measured = [r["metrics"] for r in records]
         per_query = _per_query(runs[0].run_dir, recipe, first) if len(runs) == 1 else None
-    model = _model_numbers(recipe, _num_classes(runs[0].run_dir, recipe))
+    # the paper's model and setting, whatever the run's scale; GMac (an fvcore trace of the full-size model, seconds)
+    # for full-scale rows and GMac cells only: reduced-scale rows are never compared
+    with_gmacs = first["scale"] == "full" or "GMac" in cell.metrics
+    model = model_numbers(paper_setting(cell), with_gmacs=with_gmacs)
     rerank = eval_settings.get("rerank") or {}
     env = first.get("environment", {})
     rows = []
@@ -109,10 +103,12 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
                "rerank_k1": rerank.get("k1"), "rerank_k2": rerank.get("k2"),
                "rerank_lambda_value": rerank.get("lambda_value"), "precision": first["precision"],
                "pretrained": first["pretrained"], "torch": env.get("torch"), "cuda": env.get("cuda_version") or "",
-               "device": first["device"], "note": cell.row.note_for(cell.group.key, metric)}
-        row.update(model)
-        if metric == "params_M":
-            values = [model["params_M"]]
+               "device": first["device"], "note": cell.note_for(metric)}
+        row.update({k: model.get(k) for k in ("params_M", "deploy_params_M", "gmacs", "input")})
+        if metric_kind(metric) != "accuracy":
+            values = [counted_value(cell, metric, model)]
+            row["model"] = model["model"]  # the paper's model, which a smoke scale may have swapped
+            row["note"] = " ".join(filter(None, [counted_note(cell, metric, model), row["note"]]))
         else:
             values = [100 * m[metric] for m in measured]
         mean = float(np.mean(values))
@@ -125,26 +121,11 @@ def cell_rows(paper: Paper, item: PlannedCell, commit: str) -> list[dict[str, An
         else:
             std = low = high = float("nan")
             method = ""
+        status, tolerance = cell_status(paper, cell, metric, reported, mean, first["scale"], bool(first["synthetic"]))
         row.update(reproduced=mean, std=std, ci95_low=low, ci95_high=high, ci_method=method,
-                   delta=None if reported is None else mean - reported,
-                   status=leaderboard.status_of(reported, mean, paper.tolerance, first["scale"],
-                                                bool(first["synthetic"])))
+                   delta=None if reported is None else mean - reported, status=status, tolerance=tolerance)
         rows.append(row)
     return rows
-
-
-def _num_classes(run_dir: Path, recipe: Any) -> int:
-    """The class count the run trained with, read at the model's classifiers (the model contract)."""
-    from reidbench.engine.checkpoint import load_checkpoint
-    from reidbench.models import create_model
-    from reidbench.models.contract import num_classes_of
-
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    options = {k: v for k, v in recipe.model.options.items() if k != "pretrained"}
-    found = num_classes_of(state["model"], create_model(recipe.model.name, **options))
-    if found is None:
-        raise ReidbenchError(f"{run_dir}: the checkpoint holds no classifier of model {recipe.model.name}")
-    return found
 
 
 def leaderboard_order(paper: Paper) -> Callable[[dict[str, str]], tuple]:

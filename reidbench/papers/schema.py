@@ -10,10 +10,57 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Metric names as the evaluation summary writes them, plus the parameter count of params tables.
-METRICS = ("R1", "R3", "R5", "R10", "mAP", "mINP", "params_M")
+# Metric names as the evaluation summary writes them, plus what profiling counts (params and GMac columns).
+METRICS = ("R1", "R3", "R5", "R10", "mAP", "mINP", "params_M", "GMac")
 TABLE_KINDS = ("results", "params", "architecture")
+# The kind of number each metric is: a paper's (or a table's) `tolerance:` gives one tolerance per kind.
+METRIC_KINDS = {"params_M": "params", "GMac": "gmacs"}  # every other metric: accuracy, in percentage points
+KIND_UNITS = {"accuracy": " pt", "params": "M", "gmacs": " GMac"}
+DEFAULT_TOLERANCES = {"accuracy": 1.0, "params": "0.5%", "gmacs": "0.5%"}
+# Which parameters a printed count covers: all of them, all but the classifiers, the backbone alone.
+PARAMS_CONVENTIONS = {"total": "all parameters, classifiers included", "deploy": "without classifiers",
+                      "backbone": "backbone only"}
 _CITATION = re.compile(r"\s*\[\d+(?:,\s*\d+)*\]")
+_PRINTED_NUMBER = re.compile(r"^\s*~?\s*(\d+(?:\.(\d+))?)\s*M?\s*$")
+
+
+def metric_kind(metric: str) -> str:
+    return METRIC_KINDS.get(metric, "accuracy")
+
+
+def printed_number(text: str) -> tuple[float, int] | None:
+    """A printed count ("2.3M", "~24M", "11.80") as (value, digits after the point); None if it is not one."""
+    match = _PRINTED_NUMBER.match(text)
+    return (float(match.group(1)), len(match.group(2) or "")) if match else None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a reproduced number may lie from the printed one, for one kind of number: ``value`` in the
+    kind's unit (points, millions of parameters, GMac); with ``relative``, ``value`` percent of the printed
+    number; with ``rounding``, half a unit of the printed number's last digit (a count printed "2.3M" matches
+    every count that rounds to it)."""
+
+    kind: str
+    value: float = 0.0
+    relative: bool = False
+    rounding: bool = False
+
+    def bound(self, reported: float, printed: str | None = None) -> float:
+        if self.rounding:
+            parsed = printed_number(printed) if printed else None
+            digits = parsed[1] if parsed else len(f"{reported:g}".partition(".")[2])
+            return 0.5 * 10.0**-digits
+        return abs(reported) * self.value / 100 if self.relative else self.value
+
+    def text(self, reported: float | None = None, printed: str | None = None) -> str:
+        """``±1 pt``, ``±0.01M``, ``±0.5%``, ``±0.05M, rounding of 2.3M``."""
+        if self.rounding:
+            if reported is None:
+                return "± half the printed last digit"
+            shown = printed or f"{reported:g}"
+            return f"±{self.bound(reported, printed):g}{KIND_UNITS[self.kind]}, rounding of {shown}"
+        return f"±{self.value:g}%" if self.relative else f"±{self.value:g}{KIND_UNITS[self.kind]}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +98,7 @@ class Row:
     # `evaluate:` eval-only overrides ("eval.rerank.enabled=true"): the cell re-evaluates the features of the run
     # trained without them (re-ranked rows share the training run of the plain row)
     eval_overrides: list[str] = field(default_factory=list)
+    params_convention: str | None = None  # this row's printed count covers other parameters than the table's
 
     @property
     def plain_name(self) -> str:
@@ -76,6 +124,20 @@ class Table:
     printed: bool = True  # False: the values exist only as a figure (bars), nothing to transcribe
     notes: list[str] = field(default_factory=list)
     content: dict[str, Any] = field(default_factory=dict)  # architecture tables: what they print
+    params_convention: str = "total"  # what the table's parameter counts cover (PARAMS_CONVENTIONS)
+    # a printed per-row column holding a parameter count (a row's `extra`, "Params": "~2.5M"): compared as
+    # params_M on the row's cell of the table's first dataset group
+    params_column: str | None = None
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)  # per kind, over the paper's
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    """Cells the paper prints with different values for one and the same recipe ("one recipe, two reported
+    numbers"): each is compared with its own value, and marked as the paper's inconsistency."""
+
+    cells: tuple[str, ...]  # "Table 1 / AaP-ReID / C"
+    note: str
 
 
 @dataclass
@@ -84,17 +146,22 @@ class Paper:
     title: str
     citation: str
     source: str  # where the printed values come from (the publication)
-    tolerance: float  # percentage points within which a reproduction counts as matching the paper
+    tolerances: dict[str, Tolerance]  # per kind of number (metric_kind)
     datasets: dict[str, DatasetColumn]
     tables: list[Table]
     notes: list[str] = field(default_factory=list)
     docs: str = ""  # the repository's notes on this paper (docs/papers/<key>.md)
+    inconsistencies: list[Inconsistency] = field(default_factory=list)
 
     def table(self, table_id: str) -> Table:
         for table in self.tables:
             if table.id == table_id:
                 return table
         raise KeyError(table_id)
+
+    def tolerance(self, table: Table, metric: str) -> Tolerance:
+        kind = metric_kind(metric)
+        return table.tolerances.get(kind) or self.tolerances[kind]
 
 
 @dataclass
@@ -106,15 +173,42 @@ class Cell:
     row: Row
     group: DatasetColumn
     recipe: str | None
+    inconsistency: str = ""  # the paper prints this cell's recipe elsewhere with other values (Inconsistency)
+
+    @property
+    def printed_params(self) -> str | None:
+        """The row's printed parameter count when the table prints one per row and this is the cell that
+        compares it (the table's first dataset group)."""
+        if self.table.params_column is None or self.group.key != self.table.groups[0]:
+            return None
+        return self.row.extra.get(self.table.params_column)
 
     @property
     def metrics(self) -> list[str]:
-        return self.table.metrics
+        return [*self.table.metrics, *(["params_M"] if self.printed_params else [])]
 
     @property
     def reported(self) -> list[float | None]:
         values = self.row.values.get(self.group.key)
-        return list(values) if values is not None else [None] * len(self.table.metrics)
+        out = list(values) if values is not None else [None] * len(self.table.metrics)
+        printed = printed_number(self.printed_params) if self.printed_params else None
+        return out + ([printed[0]] if printed else [])
+
+    def printed(self, metric: str) -> str | None:
+        """A value's text as printed, where it says more than the number ("~2.5M")."""
+        return self.printed_params if metric == "params_M" else None
+
+    @property
+    def params_convention(self) -> str:
+        return self.row.params_convention or self.table.params_convention
+
+    def note_for(self, metric: str | None = None) -> str:
+        """The paper file's notes on this cell (and metric), the inconsistency it belongs to, and which
+        parameters a params count covers."""
+        parts = [self.row.note_for(self.group.key, metric), self.inconsistency]
+        if metric_kind(metric or "") == "params":
+            parts.append(f"Params {self.params_convention}: {PARAMS_CONVENTIONS[self.params_convention]}.")
+        return " ".join(p for p in parts if p)
 
     @property
     def label(self) -> str:

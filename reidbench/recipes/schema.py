@@ -26,6 +26,8 @@ class TransformSection:
     erasing: float = 0.5  # random erasing probability
     erasing_fill: list[float] | str = "mean"  # per-channel fill after normalisation, or "mean"/"random"
     erasing_area: list[float] = field(default_factory=lambda: [0.02, 0.33])  # erased fraction of the image, min/max
+    # height / width of the erased rectangle, min/max (torchvision RandomErasing's ``ratio``, drawn log-uniformly)
+    erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
     color_jitter: list[float] | None = None  # brightness, contrast, saturation, hue
     cutout: float = 0.0  # Cutout probability (MHSA-Net)
     cutout_size: int = 64
