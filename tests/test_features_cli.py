@@ -71,6 +71,29 @@ def test_cli_evaluate_rerank_and_table(run_cli, tmp_path):
     assert "mAP" in out and "R10" in out and "queries evaluated" in out
 
 
+def test_cli_evaluate_on_a_device_gives_the_same_numbers(run_cli, tmp_path):
+    path = save_features(tmp_path / "f.pt", feature_set(2))
+    records = {}
+    for device in ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]:
+        code, out, _ = run_cli("evaluate", str(path), "--rerank", "--k1", "8", "--k2", "3", "--device", device,
+                               "--json")
+        assert code == 0
+        records[device] = json.loads(out)
+        assert records[device]["device"].startswith(device)
+    for record in records.values():
+        assert record["mAP"] == pytest.approx(records["cpu"]["mAP"], abs=1e-6)
+        assert record["R1"] == records["cpu"]["R1"]
+
+
+@pytest.mark.parametrize("device, message", [("cuda:x", "expected cpu, cuda or cuda:N"),
+                                             ("cuda:99", "CUDA")])
+def test_cli_evaluate_bad_device_is_one_line(run_cli, tmp_path, device, message):
+    path = save_features(tmp_path / "f.pt", feature_set())
+    code, _, err = run_cli("evaluate", str(path), "--device", device)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and message in lines[0] and "--device" in lines[0]
+
+
 def test_cli_evaluate_bad_file_is_one_line(run_cli, tmp_path):
     path = tmp_path / "broken.npz"
     np.savez(path, query_features=np.zeros((2, 4), np.float32))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from reidbench.evaluation import compute_distance, evaluate, rerank, rerank_features
-from reidbench.evaluation.reference import rerank_dense
+from reidbench.evaluation.neighbours import NeighbourState, smallest_k
+from reidbench.evaluation.reference import rerank_dense, rerank_features_rowwise, rerank_rowwise
 
 
 def features(seed, num_q, num_g, ids, dim=24, noise=0.9):
@@ -74,12 +75,51 @@ def test_rerank_features_in_small_chunks(monkeypatch):
     import sys
 
     module = sys.modules["reidbench.evaluation.rerank"]  # the package re-exports a function of that name
+    neighbours = sys.modules["reidbench.evaluation.neighbours"]
 
     qf, gf, *_ = features(9, 70, 330, ids=50)
     whole = rerank_features(qf, gf).numpy()
-    monkeypatch.setattr(module, "ROW_CHUNK", 17)
-    monkeypatch.setattr(module, "GATHER_BUDGET", 500)
+    # blocks of 17 items: pairs of blocks straddle the query/gallery boundary, the last one is partial
+    monkeypatch.setattr(module, "PAIR_BLOCK", 17)
+    monkeypatch.setattr(neighbours, "COLUMN_GROUP", 5)
     np.testing.assert_allclose(rerank_features(qf, gf).numpy(), whole, atol=1e-6)
+
+
+def test_rerank_features_at_2000_items_matches_dense():
+    qf, gf, *_ = features(8, 350, 1650, ids=300, dim=64)
+    np.testing.assert_allclose(rerank_features(qf, gf).numpy(), rerank_dense(*matrices(qf, gf)), atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_neighbour_kernels_select_like_a_stable_sort(seed):
+    rng = np.random.default_rng(seed)
+    block = np.round(rng.random((70, 130)) * 12).astype(np.float32)  # every row full of exact ties
+    k = 21
+    by_rows = NeighbourState(70, k)
+    by_rows.scan_rows(block[:, 60:], 0, 60)  # any order of the pieces
+    by_rows.scan_rows(block[:, :60], 0, 0)
+    np.testing.assert_array_equal(by_rows.index, np.argsort(block, axis=1, kind="stable")[:, :k])
+    np.testing.assert_array_equal(by_rows.maximum, block.max(axis=1))
+    by_columns = NeighbourState(130, k)
+    by_columns.scan_columns(block[:33], 0, 0)
+    by_columns.scan_columns(block[33:], 0, 33)
+    np.testing.assert_array_equal(by_columns.index, np.argsort(block.T, axis=1, kind="stable")[:, :k])
+    values, index = smallest_k(torch.from_numpy(block), k)
+    np.testing.assert_array_equal(index.numpy(), np.argsort(block, axis=1, kind="stable")[:, :k])
+    assert not by_rows.bad.any() and not by_columns.bad.any()
+    block[5, 7] = np.nan
+    block[9, 3] = -1.0
+    flagged = NeighbourState(70, k)
+    flagged.scan_rows(block, 0, 0)
+    assert np.flatnonzero(flagged.bad).tolist() == [5, 9]
+
+
+def test_rowwise_baseline_gives_the_same_result():
+    # the benchmark's baseline must compute the same thing for its ratios to mean anything
+    qf, gf, *_ = features(6, 60, 240, ids=40)
+    np.testing.assert_allclose(rerank_rowwise(*matrices(qf, gf)), rerank(*matrices(qf, gf)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(rerank_features_rowwise(torch.from_numpy(qf), torch.from_numpy(gf)),
+                               rerank_features(qf, gf).numpy(), atol=1e-6)
 
 
 def test_rerank_improves_map_on_structured_data():

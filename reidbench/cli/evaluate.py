@@ -59,9 +59,15 @@ def evaluate_command(
     ap: str = typer.Option("standard", "--ap", help="standard or matlab (trapezoid) AP."),
     local: bool = typer.Option(False, "--local", help="Add the DMLI local distance of the file's "
                                "query_local/gallery_local stripes (AlignedReID++ / AaP-ReID)."),
+    device: str = typer.Option("cpu", "--device", help="cpu (compiled CPU kernels), auto, cuda or cuda:N "
+                               "(distances, re-ranking and ranking on that GPU; the same numbers)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Compute R1/R5/R10, mAP and mINP from a features file."""
+    from reidbench.engine.build import resolve_device
+    from reidbench.engine.features import evaluation_device
+
+    compute_on = evaluation_device(resolve_device(device))
     _choice(metric, METRICS, "--metric")
     _choice(ap, AP_MODES, "--ap")
     if protocol is not None:
@@ -71,7 +77,7 @@ def evaluate_command(
         features = load_features(features_file)
         result = evaluate_feature_set(
             features, metric=metric, normalize=normalize, rerank=rerank, k1=k1, k2=k2,
-            lambda_value=lambda_value, protocol=protocol, ap=ap, local=local,
+            lambda_value=lambda_value, protocol=protocol, ap=ap, local=local, device=compute_on,
         )
     except ValueError as error:
         raise ReidbenchError(f"{features_file}: {error}" if str(features_file) not in str(error)
@@ -86,6 +92,7 @@ def evaluate_command(
             "num_skipped_queries": result.num_skipped_queries,
             "protocol": result.protocol,
             "ap_mode": result.ap_mode,
+            "device": compute_on or "cpu",
             **{k: v for k, v in result.settings.items() if k != "max_rank"},
             "meta": features.meta,
         }

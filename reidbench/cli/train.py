@@ -24,12 +24,24 @@ def train_command(
     resume: Path = typer.Option(None, "--resume", help="Run folder to resume from its last checkpoint."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run folder (default: runs/<stamp>-<name>...)."),
+    amp: str = typer.Option(None, "--amp", help="Mixed precision: off, fp16 (CUDA, with loss scaling) or bf16 "
+                            "(train.amp / train.amp_dtype; default: the recipe's)."),
+    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
+                                       help="NHWC memory format (train.channels_last)."),
+    pin_memory: bool = typer.Option(None, "--pin-memory/--no-pin-memory",
+                                    help="Pinned batches and non-blocking copies to the GPU (data.pin_memory)."),
+    compile_model: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the network "
+                                       "(train.compile)."),
 ) -> None:
     """Train a recipe; writes a run folder with checkpoints, metrics and a run record."""
+    from reidbench.engine.build import resolve_device
+    from reidbench.engine.throughput import check_explicit_switches, switch_overrides
     from reidbench.engine.trainer import Trainer
     from reidbench.recipes import load_recipe
 
-    loaded = load_recipe(recipe, scale=scale, overrides=overrides, base_overrides=base_overrides)
+    switches = switch_overrides(amp, channels_last, pin_memory, compile_model)
+    check_explicit_switches(resolve_device(device), amp, pin_memory)
+    loaded = load_recipe(recipe, scale=scale, overrides=[*overrides, *switches], base_overrides=base_overrides)
     folder = resume or run_dir
     record = Trainer(loaded, run_dir=folder, device=device, data_root=data_root_of(ctx),
                      resume=resume is not None).run()

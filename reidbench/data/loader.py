@@ -41,7 +41,7 @@ def train_loader(split: Split, data: DataSection, seed: int, rank: int = 0, worl
                                    data.sampler.num_instances, data.sampler.name, seed, rank, world_size)
     dataset = ImageDataset(split.train, train_transform(data.transforms, data.height, data.width))
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=data.workers,
-                        pin_memory=device.startswith("cuda"), worker_init_fn=_worker_seed,
+                        pin_memory=data.pin_memory and device.startswith("cuda"), worker_init_fn=_worker_seed,
                         persistent_workers=False)
     return loader, sampler
 
@@ -49,7 +49,7 @@ def train_loader(split: Split, data: DataSection, seed: int, rank: int = 0, worl
 def eval_loader(records: list[ImageRecord], data: DataSection, device: str = "cpu") -> DataLoader:
     dataset = ImageDataset(records, eval_transform(data.transforms, data.height, data.width))
     return DataLoader(dataset, batch_size=data.test_batch_size, shuffle=False,
-                      num_workers=data.workers, pin_memory=device.startswith("cuda"))
+                      num_workers=data.workers, pin_memory=data.pin_memory and device.startswith("cuda"))
 
 
 def image_paths(records: list[ImageRecord]) -> list[str]:

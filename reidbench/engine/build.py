@@ -9,6 +9,7 @@ reaches into the trainer's internals. Seeding order matters for exact reproducib
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,14 @@ def seed_everything(seed: int) -> None:
 def resolve_device(requested: str | None) -> str:
     if requested in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (requested == "cpu" or requested == "cuda" or re.fullmatch(r"cuda:\d+", requested)):
+        raise ReidbenchError(f"--device: expected cpu, cuda or cuda:N, got {requested!r}")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ReidbenchError(f"--device {requested}: CUDA is not available on this machine",
                              hint="use --device cpu")
-    if not (requested == "cpu" or requested.startswith("cuda")):
-        raise ReidbenchError(f"--device: expected cpu, cuda or cuda:N, got {requested!r}")
+    if requested.startswith("cuda:") and int(requested[5:]) >= torch.cuda.device_count():
+        raise ReidbenchError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                             hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return requested
 
 

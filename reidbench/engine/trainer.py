@@ -42,6 +42,7 @@ from reidbench.engine.checkpoint import (
 )
 from reidbench.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from reidbench.engine.features import evaluate_features, extract_feature_set
+from reidbench.engine.throughput import resolve_throughput
 from reidbench.envinfo import collect_environment
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation import EvaluationResult
@@ -86,6 +87,8 @@ class RunRecord:
     pretrained_report: dict[str, Any] | None = None
     # the recipe's own choices for this scale (its scales.<scale> section, e.g. BoT's small_cnn at smoke)
     scale_overrides: dict[str, Any] = field(default_factory=dict)
+    # what the throughput switches did on this device (engine.throughput): amp, channels_last, pin_memory, compile
+    throughput: dict[str, Any] = field(default_factory=dict)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -133,7 +136,10 @@ class Trainer:
         built = build_model(r, self.train_split.num_train_pids)
         self.model, self.pretrained_note, self.pretrained_report = built.model, built.pretrained_note, \
             built.pretrained_report
+        self.throughput = resolve_throughput(r, self.device)
         self.model.to(self.device)
+        if self.throughput.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         for key in ("feature", "local_feature"):  # checked against the contract before the first epoch
             name = getattr(r.eval, key)
             if name is not None and name not in self.model.eval_outputs:
@@ -150,8 +156,7 @@ class Trainer:
         # the centres' own optimiser undoes the loss weight on their gradients
         self.center_grad_scale = 1.0 / next((t.weight for t in r.loss if t.name == "center"), 1.0)
         self.scheduler = build_scheduler(self.optimizer, r.schedule, r.train.epochs, self.steps_per_epoch)
-        self.use_amp = bool(r.train.amp and self.device.startswith("cuda"))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.scaler = torch.amp.GradScaler(self.throughput.device_type, enabled=self.throughput.grad_scaling)
         self.net: nn.Module = self.model
         self._trainable = {id(p): p.requires_grad for p in self.model.parameters()}
         self._open_modules = self._fixbase_modules()
@@ -160,6 +165,8 @@ class Trainer:
             # frozen (fixbase) epochs leave parameters without gradients
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
                                                            find_unused_parameters=r.train.fixbase_epochs > 0)
+        if self.throughput.compile:
+            self.net = torch.compile(self.net)
         self.start_epoch = 0
         if resume_state is not None:
             self._restore(resume_state)
@@ -243,38 +250,46 @@ class Trainer:
         for parameter in self.model.parameters():  # parameters the model freezes itself stay frozen
             parameter.requires_grad_((not fixbase or id(parameter) in open_ids) and self._trainable[id(parameter)])
 
+    def train_step(self, images: torch.Tensor, pids: torch.Tensor, epoch: int = 0, iteration: int = 0
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimisation step on a batch already on the device: forward under the run's precision, the
+        losses (a non-finite one stops the run), scaled backward, clipping, the optimisers and a per-iteration
+        schedule step. Returns the weighted total and each term."""
+        with self.throughput.autocast():
+            outputs = self.net(images)
+        total, values = self.losses(outputs, pids)
+        for name, value in values.items():
+            if not torch.isfinite(value):
+                raise ReidbenchError(f"loss {name} became {value.item()} at epoch {epoch + 1}, "
+                                     f"iteration {iteration + 1}; the run stopped",
+                                     hint="lower optim.lr or enable train.grad_clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.center_optimizer:
+            self.center_optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.recipe.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        if self.center_optimizer:
+            for p in self.losses.center_parameters():
+                if p.grad is not None:
+                    p.grad.mul_(self.center_grad_scale)
+            self.center_optimizer.step()
+        self.scaler.update()
+        if self.recipe.schedule.per_iteration:
+            self.scheduler.step()
+        return total, values
+
     def train_epoch(self, epoch: int, progress: Any = None, task: Any = None) -> dict[str, float]:
         self._open_layers(epoch)
         self.sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         seen, iterations, start = 0, 0, time.perf_counter()
         for iteration, (images, pids, _camids, _index) in enumerate(self.loader):
-            images = images.to(self.device, non_blocking=True)
-            pids = pids.to(self.device, non_blocking=True)
-            with torch.autocast("cuda", enabled=self.use_amp):
-                outputs = self.net(images)
-            total, values = self.losses(outputs, pids)
-            for name, value in values.items():
-                if not torch.isfinite(value):
-                    raise ReidbenchError(f"loss {name} became {value.item()} at epoch {epoch + 1}, "
-                                         f"iteration {iteration + 1}; the run stopped",
-                                         hint="lower optim.lr or enable train.grad_clip")
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.center_optimizer:
-                self.center_optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
-            if self.recipe.train.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            if self.center_optimizer:
-                for p in self.losses.center_parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(self.center_grad_scale)
-                self.center_optimizer.step()
-            self.scaler.update()
-            if self.recipe.schedule.per_iteration:
-                self.scheduler.step()
+            images = self.throughput.to_device(images, self.device)
+            pids = pids.to(self.device, non_blocking=self.throughput.pin_memory)
+            total, values = self.train_step(images, pids, epoch, iteration)
             seen += len(pids)
             iterations += 1
             for name, value in values.items():
@@ -292,10 +307,11 @@ class Trainer:
             "images_per_s": seen * self.dist.world_size / max(1e-9, time.perf_counter() - start)}
 
     def feature_set(self) -> FeatureSet:
-        return extract_feature_set(self.model, self.test_split, self.recipe, self.device, self.hash, self.use_amp)
+        return extract_feature_set(self.model, self.test_split, self.recipe, self.device, self.hash,
+                                   self.throughput)
 
     def evaluate(self, features: FeatureSet) -> EvaluationResult:
-        return evaluate_features(features, self.recipe.eval)
+        return evaluate_features(features, self.recipe.eval, self.device)
 
     def _evaluate_epoch(self, epoch: int, save: bool) -> EvaluationResult:
         """Evaluate after ``epoch`` without touching the training's random state: the test loaders draw
@@ -322,7 +338,7 @@ class Trainer:
             seed=r.train.seed, synthetic=self.train_split.synthetic or self.test_split.synthetic,
             train_dataset=self.train_split.name, test_dataset=self.test_split.name, model=r.model.name,
             pretrained=self.pretrained_note,
-            precision="amp fp16 (cuda)" if self.use_amp else f"fp32 ({self.device})",
+            precision=self.throughput.precision, throughput=self.throughput.record(),
             device=self.device, world_size=self.dist.world_size,
             effective_batch=r.data.batch_size * self.dist.world_size, epochs=r.train.epochs,
             eval_settings={"feature": r.eval.feature, "local_feature": r.eval.local_feature,
@@ -392,6 +408,6 @@ def evaluate_checkpoint(recipe: Recipe, checkpoint: Path, out: Path, device: str
                              f"first: {', '.join(missing[:3])}")
     model.to(device)
     features = extract_feature_set(model, test_split, recipe, device, recipe_hash(recipe))
-    result = evaluate_features(features, recipe.eval)
+    result = evaluate_features(features, recipe.eval, device)
     save_features(out, features)
     return result, out

@@ -44,3 +44,24 @@ def id_vector(value: Any, name: str, length: int, length_name: str) -> np.ndarra
         if not np.all(np.equal(np.mod(array, 1), 0)):
             raise ValueError(f"{name}: expected integer ids, got dtype {array.dtype}")
     return np.ascontiguousarray(array.astype(np.int64))
+
+
+def float_tensor(value: Any, name: str, device: torch.device) -> torch.Tensor:
+    """A float32/float64 2-D tensor of finite values on ``device`` (other dtypes widened as by float_matrix)."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.from_numpy(float_matrix(value, name, require_finite=False))
+    if value.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix, got shape {tuple(value.shape)}")
+    if value.dtype not in (torch.float32, torch.float64):
+        if value.dtype in (torch.float16, torch.bfloat16):
+            value = value.float()
+        elif value.is_floating_point() or not value.is_complex():
+            value = value.double()
+        else:
+            raise ValueError(f"{name}: expected a numeric matrix, got dtype {value.dtype}")
+    value = value.to(device)
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        bad = tuple(int(i) for i in (~finite).nonzero()[0])
+        raise ValueError(f"{name}: expected finite values, found {value[bad].item()} at index {bad}")
+    return value

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from reidbench.evaluation._checks import to_numpy
+from reidbench.evaluation._device import compute_device, full_precision_matmul, rows_that_fit
 
 Metric = Literal["euclidean", "sqeuclidean", "cosine"]
 METRICS = ("euclidean", "sqeuclidean", "cosine")
@@ -43,7 +44,8 @@ def prepare_features(features: torch.Tensor, metric: str, normalize: bool) -> to
     return features
 
 
-def _block(q: torch.Tensor, g: torch.Tensor, g_sqnorm: torch.Tensor, metric: str) -> torch.Tensor:
+def distance_block(q: torch.Tensor, g: torch.Tensor, g_sqnorm: torch.Tensor, metric: str) -> torch.Tensor:
+    """Distances of prepared features q [R, D] to g [C, D] given g's squared norms, [R, C] (the one formula)."""
     if metric == "cosine":
         return (1.0 - q @ g.T).clamp_(min=0.0)
     out = torch.addmm(g_sqnorm.unsqueeze(0), q, g.T, alpha=-2.0)
@@ -57,49 +59,54 @@ def compute_distance(
     metric: Metric = "euclidean",
     normalize: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    device: Any = None,
 ) -> torch.Tensor:
-    """Distances between query and gallery features, [Q, G], on the inputs' device.
+    """Distances between query and gallery features, [Q, G], on the device that computed them.
 
     ``euclidean`` and ``sqeuclidean`` use ||q||^2 + ||g||^2 - 2 q.g, clamped at 0; ``cosine`` is
     1 - cos(q, g). ``normalize`` L2-normalises both sides first. Rows are processed ``chunk_rows``
     at a time, so the temporaries stay at about chunk_rows x G elements: an MSMT17-size problem
-    (11,659 x 82,161) needs its 3.8 GB float32 output and little more. Runs on CUDA when the
-    inputs are CUDA tensors; float64 inputs give float64 distances, all others float32.
+    (11,659 x 82,161) needs its 3.8 GB float32 output and little more. ``device`` (``"cuda"``,
+    ``"cuda:N"``, ``"cpu"``) moves the features there first; by default the work stays where the
+    inputs are (CUDA tensors compute on their GPU). On CUDA the blocks are sized to the free memory and
+    the products run in full float32 precision (no TF32). float64 inputs give float64 distances, all
+    others float32.
     """
     check_metric(metric)
+    target = compute_device(device, query, gallery)
     q = as_features(query, "query")
     g = as_features(gallery, "gallery")
     if q.shape[1] != g.shape[1]:
         raise ValueError(
             f"gallery: expected feature dimension {q.shape[1]} (as query), got {g.shape[1]}"
         )
-    if q.device != g.device:
+    if target is not None:
+        q, g = q.to(target), g.to(target)
+    elif q.device != g.device:
         raise ValueError(f"gallery: expected device {q.device} (as query), got {g.device}")
     dtype = torch.float64 if torch.float64 in (q.dtype, g.dtype) else torch.float32
     q = prepare_features(q.to(dtype), metric, normalize)
     g = prepare_features(g.to(dtype), metric, normalize)
     g_sqnorm = g.pow(2).sum(1)
     out = torch.empty(q.shape[0], g.shape[0], dtype=dtype, device=q.device)
-    step = max(1, int(chunk_rows))
-    for start in range(0, q.shape[0], step):
-        out[start : start + step] = _block(q[start : start + step], g, g_sqnorm, metric)
+    # a block's product and its norms-added copy beside the output
+    step = rows_that_fit(q.device, 2 * g.shape[0] * g.element_size(), int(chunk_rows))
+    with full_precision_matmul(q.device):
+        for start in range(0, q.shape[0], step):
+            out[start : start + step] = distance_block(q[start : start + step], g, g_sqnorm, metric)
     return out
 
 
-def gathered_distance(
-    features: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, metric: str
-) -> torch.Tensor:
-    """Distances between features[rows[i]] and features[cols[i, j]] for a [R, K] index matrix.
+def gathered_distance(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+    """Distances between paired features a[p] and b[p], [P, D] each, [P].
 
     Uses the same formula as :func:`compute_distance`, so the values agree with a dense matrix
-    up to float rounding. ``features`` must already be prepared (normalised for cosine).
+    up to float rounding. The features must already be prepared (normalised for cosine).
     """
-    a = features[rows]  # [R, D]
-    b = features[cols]  # [R, K, D]
-    dot = torch.einsum("rd,rkd->rk", a, b)
+    dot = (a * b).sum(-1)
     if metric == "cosine":
         return (1.0 - dot).clamp_(min=0.0)
-    sq = (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(2) - 2.0 * dot).clamp_(min=0.0)
+    sq = (a.pow(2).sum(-1) + b.pow(2).sum(-1) - 2.0 * dot).clamp_(min=0.0)
     return sq.sqrt_() if metric == "euclidean" else sq
 
 

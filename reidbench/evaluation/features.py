@@ -301,28 +301,35 @@ def feature_set_distance(
     k2: int = 6,
     lambda_value: float = 0.3,
     local: bool = False,
+    device: Any = None,
 ) -> torch.Tensor:
     """The query-gallery distance [Q, G] a ranking uses: the global distance, plus AlignedReID's DMLI distance
     between the stripe features when ``local`` (the official ``global_local`` test distance), re-ranked when
-    ``rerank`` (with ``local`` that needs the query-query and gallery-gallery matrices in memory)."""
+    ``rerank`` (with ``local`` that needs the query-query and gallery-gallery matrices in memory). ``device``
+    (``"cuda"``, ``"cuda:N"``) computes it there (the same numbers); by default where the features are."""
     q, g = features.query_features, features.gallery_features
+    on = {"device": device}
     if local:
         if features.query_local is None or features.gallery_local is None:
             raise ValueError("local: the features have no query_local / gallery_local stripe features")
         ql, gl = features.query_local.float(), features.gallery_local.float()
+        if device is not None:
+            ql, gl = ql.to(device), gl.to(device)
 
         def global_local(a: torch.Tensor, b: torch.Tensor, a_local: torch.Tensor, b_local: torch.Tensor
                          ) -> torch.Tensor:
-            return compute_distance(a, b, metric=metric, normalize=normalize) + aligned_local_distance(a_local, b_local)
+            return (compute_distance(a, b, metric=metric, normalize=normalize, **on)
+                    + aligned_local_distance(a_local, b_local))
 
         dist = global_local(q, g, ql, gl)
         if rerank:
             dist = rerank_distances(dist, global_local(q, q, ql, ql), global_local(g, g, gl, gl),
-                                    k1=k1, k2=k2, lambda_value=lambda_value)
+                                    k1=k1, k2=k2, lambda_value=lambda_value, **on)
         return dist
     if rerank:
-        return rerank_features(q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize)
-    return compute_distance(q, g, metric=metric, normalize=normalize)
+        return rerank_features(q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value, normalize=normalize,
+                               **on)
+    return compute_distance(q, g, metric=metric, normalize=normalize, **on)
 
 
 def evaluate_feature_set(
@@ -337,13 +344,14 @@ def evaluate_feature_set(
     ap: str = "standard",
     max_rank: int = 50,
     local: bool = False,
+    device: Any = None,
 ) -> EvaluationResult:
-    """Distances (or re-ranked distances, see :func:`feature_set_distance`) and metrics; the settings travel in
-    the result."""
-    dist = feature_set_distance(features, metric, normalize, rerank, k1, k2, lambda_value, local)
+    """Distances (or re-ranked distances, see :func:`feature_set_distance`) and metrics, on ``device`` when
+    given (the same numbers); the settings travel in the result."""
+    dist = feature_set_distance(features, metric, normalize, rerank, k1, k2, lambda_value, local, device)
     result = evaluate(
         dist, features.query_pids, features.gallery_pids, features.query_camids,
-        features.gallery_camids, max_rank=max_rank, protocol=protocol or features.protocol, ap=ap,
+        features.gallery_camids, max_rank=max_rank, protocol=protocol or features.protocol, ap=ap, device=device,
     )
     result.settings.update(
         metric=metric,

@@ -7,7 +7,15 @@ data: the dense re-ranking needs O((Q+G)^2) memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+import torch
+
+from reidbench.evaluation.distance import compute_distance, distance_block
+from reidbench.evaluation.neighbours import smallest_k
+from reidbench.evaluation.rerank import ROW_CHUNK, _DenseRows, _FeatureRows, _final_distance, _v_matrix
 
 
 def evaluate_argsort(
@@ -81,3 +89,52 @@ def rerank_dense(
         jaccard[i] = 1.0 - shared / (2.0 - shared)
     final = jaccard * (1 - lambda_value) + original[:nq] * lambda_value
     return final[:, nq:]
+
+
+def _rowwise_rerank(source: Any, rows: Any, k1: int, k2: int, lambda_value: float,
+                    original: Callable[[], np.ndarray]) -> np.ndarray:
+    """The sparse re-ranking as reidbench computed it before its CPU k-NN kernels (the speed baseline of
+    `reidbench bench rerank`): every row of the working matrix materialised block by block (transposed
+    copies from matrices, full products from features), ``torch.topk`` on each, and the query-gallery
+    distances fetched again for the final combination. Same result as :func:`rerank`."""
+    n = source.num_query + source.num_gallery
+    k = max(k1 + 1, k2)
+    ranks = np.empty((n, k), np.int64)
+    maxima = np.empty(n, np.float32)
+    for start, block in rows:
+        stop = start + block.shape[0]
+        ranks[start:stop] = smallest_k(block, k)[1].numpy()
+        maxima[start:stop] = block.max(dim=1).values.numpy()
+    col_max_sq = maxima.astype(np.float64) ** 2
+    v = _v_matrix(source, ranks, col_max_sq, k1, k2, on_cpu=False)  # features gathered as before
+    gallery_columns = v[source.num_query:].tocsc()
+    gallery_columns.sort_indices()
+    out = np.empty((source.num_query, source.num_gallery), np.float32)
+    _final_distance(out, original(), v.indptr, v.indices, v.data, gallery_columns.indptr,
+                    gallery_columns.indices, gallery_columns.data, col_max_sq, float(lambda_value))
+    return out
+
+
+def rerank_rowwise(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: int = 20, k2: int = 6,
+                   lambda_value: float = 0.3) -> np.ndarray:
+    """:func:`rerank` by the row-wise baseline (float32 matrices)."""
+    source = _DenseRows(*(torch.from_numpy(np.ascontiguousarray(m, np.float32)) for m in (q_g, q_q, g_g)))
+    rows = ((start, block.contiguous()) for start, block in source.rows(ROW_CHUNK))
+    return _rowwise_rerank(source, rows, k1, k2, lambda_value, lambda: source.q_g.numpy())
+
+
+def rerank_features_rowwise(query: torch.Tensor, gallery: torch.Tensor, metric: str = "euclidean", k1: int = 20,
+                            k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+    """:func:`rerank_features` by the row-wise baseline (float32 features, CPU)."""
+    source = _FeatureRows(query.float(), gallery.float(), metric)
+    everything = torch.cat([source.query, source.gallery])
+
+    def rows() -> Any:
+        for start in range(0, everything.shape[0], ROW_CHUNK):
+            block = everything[start : start + ROW_CHUNK]
+            yield start, distance_block(block, everything, source.sqnorm, metric).float()
+
+    def original() -> np.ndarray:
+        return compute_distance(source.query, source.gallery, metric).numpy()
+
+    return _rowwise_rerank(source, rows(), k1, k2, lambda_value, original)

@@ -17,7 +17,14 @@ import yaml
 
 from reidbench import paths
 from reidbench.errors import ReidbenchError, UnknownNameError, closest
-from reidbench.recipes.schema import LossTerm, ModelSection, Recipe
+from reidbench.recipes.schema import (
+    AMP_DTYPES,
+    HASHED_WHEN_CHANGED,
+    THROUGHPUT_KEYS,
+    LossTerm,
+    ModelSection,
+    Recipe,
+)
 
 SCALES = ("full", "small", "smoke")
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -356,6 +363,7 @@ def _check_names(recipe: Recipe, source: str) -> None:
         ("optim.name", name_in("optimiser", recipe.optim.name, OPTIMIZERS)),
         ("schedule.name", name_in("schedule", recipe.schedule.name, SCHEDULES)),
         ("eval.metric", name_in("metric", recipe.eval.metric, METRICS)),
+        ("train.amp_dtype", name_in("amp dtype", recipe.train.amp_dtype, AMP_DTYPES)),
         *[(f"loss[{i}].name", name_in("loss", term.name, tuple(LOSSES))) for i, term in enumerate(recipe.loss)],
         ("loss", lambda: build_losses(recipe.loss, num_classes=2)),  # each term's options
     ]
@@ -386,4 +394,11 @@ def recipe_hash(recipe: Recipe) -> str:
     for label in ("name", "description", "reported"):
         data.pop(label, None)
     data.pop("scales", None)  # already applied; the scale itself stays in the hash
+    for key in THROUGHPUT_KEYS:
+        section, name = key.split(".")
+        data[section].pop(name, None)
+    for key, before in HASHED_WHEN_CHANGED.items():
+        section, name = key.split(".")
+        if data[section].get(name) == before:
+            data[section].pop(name)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -51,6 +51,7 @@ class DataSection:
     batch_size: int = 64
     test_batch_size: int = 128
     workers: int = 4
+    pin_memory: bool = True  # page-locked batches and non-blocking copies when training on CUDA (no effect on CPU)
     synthetic: bool = False  # use the built-in synthetic miniature instead of the real dataset
     synthetic_ids: int = 24
     synthetic_images_per_id: int = 8
@@ -99,7 +100,10 @@ class ScheduleSection:
 class TrainSection:
     epochs: int = 120
     seed: int = 0
-    amp: bool = True  # CUDA only; CPU runs in fp32 and record it
+    amp: bool = True  # mixed precision on CUDA; CPU runs in fp32 and records it, unless amp_dtype is bf16
+    amp_dtype: str = "fp16"  # fp16 (with loss scaling) | bf16 (also on CPU)
+    channels_last: bool = False  # NHWC memory format for the model and its input images
+    compile: bool = False  # torch.compile the network for training
     grad_clip: float | None = None
     eval_every: int = 40
     log_every: int = 20
@@ -136,6 +140,14 @@ class ReportedSection:
     table: str | None = None
     row: str | None = None
     column: str | None = None
+
+
+# Keys that change how fast a run goes, never what it computes (beyond float rounding): kept out of the recipe
+# hash, so switching them on does not make a finished run look stale (the run record says what was used).
+THROUGHPUT_KEYS = ("data.pin_memory", "train.channels_last", "train.compile")
+# Keys added after runs were recorded: in the hash only when they differ from what runs did before them.
+HASHED_WHEN_CHANGED = {"train.amp_dtype": "fp16"}
+AMP_DTYPES = ("fp16", "bf16")
 
 
 @dataclass
