@@ -317,6 +317,9 @@ def tolerances(metric: str, reference: float, std: float, queries: float, suite:
 def summarize(metric: str, samples: list[float], reference: float, queries: float, suite: Suite) -> dict[str, Any]:
     std = statistics.stdev(samples) if len(samples) > 1 else 0.0
     same, cross = tolerances(metric, reference, std, queries, suite)
+    if metric in EXACT:  # counts: kept whole
+        return {"reference": reference, "mean": statistics.fmean(samples), "std": std, "same_env": same,
+                "cross_env": cross, "samples": samples}
     return {"reference": significant(reference), "mean": significant(statistics.fmean(samples)),
             "std": significant(std), "same_env": same, "cross_env": cross, "samples": [significant(s) for s in samples]}
 
@@ -421,8 +424,8 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
 
     def sample(task: tuple[str, str | None, int, int]) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
         name, python, threads, seed = task
-        key = "|".join([code, name, recipe_hash(by_name[name].load(seed)), python or sys.executable, str(threads),
-                        str(seed)])
+        interpreter = f"--python {python}" if python else f"this interpreter {sys.executable}"
+        key = "|".join([code, name, recipe_hash(by_name[name].load(seed)), interpreter, str(threads), str(seed)])
         if key in cached:
             say(f"{name}: {threads} threads, seed {seed}, {python or 'this interpreter'}: sampled before (kept)")
             return cached[key]

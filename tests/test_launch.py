@@ -202,7 +202,8 @@ def test_local_launcher_trains_cells_as_jobs_with_the_in_process_rows(env, run_c
     assert "local job" in out and "finished bot_resnet50_market1501" in out
     measured = [pd.read_csv(env / f"{name}.csv", dtype=str, keep_default_na=False).drop(columns="updated")
                 for name in ("in-process", "local")]
-    assert len(measured[0]) == 2 and measured[0]["reproduced"].ne("").all()
+    # R1 and mAP of the trained cell, and its parameter count (counted at the paper's setting, without training)
+    assert len(measured[0]) == 3 and measured[0]["reproduced"].ne("").all()
     pd.testing.assert_frame_equal(*measured)
     code, out, _ = run_cli("jobs", "masenet")
     assert code == 0 and "1 done" in out

@@ -112,7 +112,7 @@ def test_committed_ci_golden_is_sampled_across_environments_and_well_above_chanc
         assert entry["queries"] >= 150
         for spec in metrics.values():
             assert len(spec["samples"]) == len(measured["samples"])
-            assert spec["cross_env"] >= round(min(suite.sigmas * spec["std"], spec["cross_env"]), 4)
+            assert spec["cross_env"] >= suite.sigmas * spec["std"] * (1 - 1e-4)  # sigmas x std, at least
         # the cases learn: mAP far above a random ranking's, and even the lower edge of its cross-environment
         # tolerance above it (a model that stopped learning fails)
         assert metrics["mAP"]["mean"] >= 10 * entry["chance"]["mAP"] and metrics["mAP"]["mean"] >= 15

@@ -153,7 +153,8 @@ def render_page(paper: Paper, frame: pd.DataFrame, figures: list[FigureResult], 
                 f'<p>{html.escape(paper.citation)}. {html.escape(paper.source)}</p>',
                 f'<p class="note">reidbench {__version__}, commit {html.escape(git_commit()[:10])}, '
                 f"{time.strftime('%Y-%m-%d %H:%M')}; {scale} scale. Reproduced numbers count as matching the paper "
-                f"within ±{paper.tolerance:g} points; synthetic or reduced-scale runs are never compared.</p>",
+                "within the tolerance of their kind of number (the tolerance column: accuracy points, parameter "
+                "counts, GMac); synthetic or reduced-scale runs are never compared.</p>",
                 '<p><a href="#leaderboard">Leaderboard</a> · <a href="#ablations">Ablations</a> · '
                 '<a href="#figures">Figures</a></p>', '<h2 id="leaderboard">Leaderboard</h2>']
     if chart is not None:
