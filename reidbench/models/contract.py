@@ -27,6 +27,7 @@ from typing import Any, ClassVar, TypedDict
 import torch
 from torch import nn
 
+from reidbench.errors import ReidbenchError
 from reidbench.models.pretrained import LoadReport, PretrainedCfg
 
 #: Every output a model may return, by name. ``embedding`` is the test feature of most models.
@@ -101,8 +102,9 @@ class ReIDModel(nn.Module):
         a family whose trunk returns a structure (a tuple of maps) says which one."""
         if isinstance(features, torch.Tensor) and features.ndim == 4:
             return features
-        raise NotImplementedError(f"{type(self).__name__}: forward_features returns no single spatial map; "
-                                  "the family must say which one (feature_map)")
+        # a trunk that pools inside (torchvision's classifier) has no map: a user error for the visualisations
+        raise ReidbenchError(f"model {type(self).__name__}: no spatial feature map to draw (forward_features "
+                             "returns no single [N, C, h, w] map)")
 
     def attention_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The model's own attention weights over the image, by name, each [N, h, w] on the grid where the

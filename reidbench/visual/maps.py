@@ -25,17 +25,10 @@ from reidbench.recipes.schema import EvalSection
 VIZ_EXTRA = "pip install 'reidbench[viz]'"
 
 
-def _feature_map(model: ReIDModel, features: Any) -> torch.Tensor:
-    try:
-        return model.feature_map(features)
-    except NotImplementedError as error:
-        raise ReidbenchError(f"model {type(model).__name__}: no spatial feature map to draw ({error})") from error
-
-
 @torch.no_grad()
 def activation_maps(model: ReIDModel, inputs: torch.Tensor) -> torch.Tensor:
     """Sum over channels of the squared last feature map: [N, h, w]."""
-    return _feature_map(model, model.forward_features(inputs)).pow(2).sum(dim=1)
+    return model.feature_map(model.forward_features(inputs)).pow(2).sum(dim=1)
 
 
 def attention_maps(model: ReIDModel, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -96,7 +89,7 @@ def gradcam_maps(model: ReIDModel, inputs: torch.Tensor, settings: EvalSection) 
     trunk = _Trunk(model)
     with torch.no_grad():
         features = trunk(inputs)
-        target = _feature_map(model, features)
+        target = model.feature_map(features)
         reference = _ranked_output(model.forward_head(features), settings)
     position = None
     if isinstance(features, tuple):
