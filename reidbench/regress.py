@@ -399,16 +399,18 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
     import torch
 
     reference_threads = torch.get_num_threads()
+    recipes = {case.name: case.load() for case in cases}  # each case's own recipe (its seed), resolved once
     tasks = []
     # this interpreter's samples of every case first, then each other interpreter's
     for python in [None, *pythons]:
         for case in cases:
-            reference = (case.name, None, reference_threads, case.load().train.seed)
+            reference = (case.name, None, reference_threads, recipes[case.name].train.seed)
             seeds = suite.seeds if python is None else suite.other_seeds or suite.seeds
             thread_counts = suite.threads if python is None else suite.other_threads or suite.threads
             plan = [(case.name, python, threads, seed) for threads in thread_counts for seed in seeds]
             tasks += ([] if python is not None or reference in plan else [reference]) + plan
     by_name = {case.name: case for case in cases}
+    position = {task: index for index, task in enumerate(tasks)}  # each sample's own run folder
     # finished samples survive an interrupted --update: keyed by the training code, recipe, interpreter, threads
     cache_file = runs / "update-samples.jsonl"
     code = training_code_hash()
@@ -429,7 +431,7 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
         if key in cached:
             say(f"{name}: {threads} threads, seed {seed}, {python or 'this interpreter'}: sampled before (kept)")
             return cached[key]
-        run_dir = runs / f"{name}-update-{tasks.index(task)}"
+        run_dir = runs / f"{name}-update-{position[task]}"
         start = time.perf_counter()
         if python is None and jobs == 1:
             result = _sample_here(by_name[name], seed, threads, run_dir, data_root, suite.device)
@@ -447,19 +449,19 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
 
     for case in cases:  # each synthetic miniature rendered once, here: samples started together would race to write it
         for which in ("train", "test"):
-            load_split(case.load(), which, data_root)
+            load_split(recipes[case.name], which, data_root)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = dict(zip(tasks, pool.map(sample, tasks), strict=True))
     measured, environment, labels = {}, {}, []
     for case in cases:
         mine = [(task, result) for task, result in results.items() if task[0] == case.name]
         reference = next(result for task, result in mine
-                         if task[1:] == (None, reference_threads, case.load().train.seed))
+                         if task[1:] == (None, reference_threads, recipes[case.name].train.seed))
         values, info, environment = reference
         labels = [f"torch {result[2]['torch']}, {task[2]} threads, seed {task[3]}" for task, result in mine]
         metrics = {metric: summarize(metric, [result[0][metric] for _, result in mine], values[metric],
                                      values["queries"], suite) for metric in values}
-        measured[case.name] = {"recipe": case.recipe, "recipe_hash": recipe_hash(case.load()),
+        measured[case.name] = {"recipe": case.recipe, "recipe_hash": recipe_hash(recipes[case.name]),
                                "cpu_seconds": info["cpu_seconds"], "queries": int(values["queries"]),
                                "gallery": int(values["gallery"]), "chance": info["chance"], "metrics": metrics}
     return measured, environment, labels
@@ -560,9 +562,10 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
         if expected is None:
             report.checks.append(Check(case.name, "*", None, None, None, "no golden"))
             continue
-        if expected.get("recipe_hash") != recipe_hash(recipe):
+        digest = recipe_hash(recipe)
+        if expected.get("recipe_hash") != digest:
             report.notes.append(f"{case.name}: the resolved recipe changed since the golden run "
-                                f"({expected.get('recipe_hash')} -> {recipe_hash(recipe)})")
+                                f"({expected.get('recipe_hash')} -> {digest})")
         report.checks += compare(case.name, expected, got, same_env)
     return report, diff
 
