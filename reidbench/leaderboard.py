@@ -27,7 +27,7 @@ import pandas as pd
 from reidbench import paths
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.atomic import atomic_write
-from reidbench.papers.schema import Tolerance
+from reidbench.papers.schema import Tolerance, metric_kind
 
 COLUMNS = [
     "paper", "table", "row", "dataset", "metric", "reported", "reproduced", "std", "ci95_low", "ci95_high",
@@ -186,22 +186,26 @@ def comparable(status: str) -> bool:
     return str(status).removeprefix("paper inconsistency; ").startswith(("within", "below", "above"))
 
 
-def _fmt(text: str, signed: bool = False) -> str:
+def _fmt(text: str, signed: bool = False, places: int = 2) -> str:
     try:
         value = float(text)
     except (TypeError, ValueError):
         return str(text)
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
+    return f"{value:+.{places}f}" if signed else f"{value:.{places}f}"
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns a reader compares, numbers to two decimals; a delta only where the row is comparable."""
+    """The columns a reader compares: accuracy to two decimals, counts (millions, GMac) to three; a delta only
+    where the row is comparable."""
     rows = []
     for _, row in frame.iterrows():
-        ci = f"[{_fmt(row['ci95_low'])}, {_fmt(row['ci95_high'])}]" if row.get("ci95_low") else ""
-        delta = _fmt(row["delta"], signed=True) if row["delta"] and comparable(row["status"]) else ""
+        places = 2 if metric_kind(row["metric"]) == "accuracy" else 3
+        ci = f"[{_fmt(row['ci95_low'], places=places)}, {_fmt(row['ci95_high'], places=places)}]" \
+            if row.get("ci95_low") else ""
+        delta = _fmt(row["delta"], signed=True, places=places) if row["delta"] and comparable(row["status"]) else ""
         rows.append({"cell": f"{row['table']} / {row['row']} / {row['dataset']}", "metric": row["metric"],
-                     "reported": row["reported"], "reproduced": _fmt(row["reproduced"]) if row["reproduced"] else "",
+                     "reported": row["reported"],
+                     "reproduced": _fmt(row["reproduced"], places=places) if row["reproduced"] else "",
                      "95% CI": ci, "delta": delta, "status": row["status"], "tolerance": row.get("tolerance", ""),
                      "scale": row["scale"]})
     return pd.DataFrame(rows, columns=DISPLAY)

@@ -127,7 +127,7 @@ def test_params_are_compared_with_a_params_tolerance_at_the_papers_setting(run_c
     bam = params[(params["table"] == "Table 3") & (params["row"] == "ResNet18 BAM")].iloc[0]
     assert float(bam["reproduced"]) == pytest.approx(11.80, abs=0.005)  # 751 Market-1501 classes
     code, out, _ = run_cli("leaderboard", "aap-reid", "--format", "markdown")
-    assert "| params_M | 11.8 | 11.80 |  |" in out and "within ±0.01M | ±0.01M |" in out
+    assert "ResNet18 BAM / market1501 | params_M | 11.8 | 11.801 |  | +0.001 | within ±0.01M | ±0.01M | full |" in out
     masenet = leaderboard.read_leaderboard(leaderboard.leaderboard_path("masenet", COMMITTED))
     table_i = masenet[(masenet["table"] == "Table I") & (masenet["metric"] == "params_M")].set_index("row")
     assert float(table_i.loc["MSINet [9]", "reproduced"]) == pytest.approx(2.328, abs=1e-3)
