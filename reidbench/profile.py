@@ -156,13 +156,16 @@ def profile_config(name: str, config: dict[str, Any], input_size: tuple[int, int
                    use_cache: bool = True, depth: int = 2) -> Profile:
     """Profile a registry model built with constructor options (pretrained weights are never loaded)."""
     config = {k: v for k, v in config.items() if k != "pretrained"}
-    model = create_model(name, **config)
-    height, width = input_size or model.default_input
+    if input_size is None:
+        with torch.device("meta"):  # only the declared input size is needed before the cache is read
+            input_size = create_model(name, **config).default_input
+    height, width = input_size
     key = json.dumps({"model": name, "config": config, "input": [height, width],
                       "reidbench": __version__, "torch": torch.__version__}, sort_keys=True)
     cache = paths.cache_dir() / "profiles" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     if use_cache and cache.is_file():
         return Profile(**json.loads(cache.read_text()))
+    model = create_model(name, **config)
     params, deploy, backbone = parameter_counts(model)
     gmacs, skipped, analysis = count_flops(model, height, width)
     by_module = analysis.by_module()

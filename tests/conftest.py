@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from reidbench.cli.app import main
@@ -19,3 +21,17 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def profile_cache(tmp_path_factory):
+    """One profile cache for the session (``$XDG_CACHE_HOME``): each model configuration is profiled once, however
+    many tests plan cells with it. Tests that need a fresh profile set their own ``XDG_CACHE_HOME``."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

@@ -22,18 +22,6 @@ QUICK = ["--set", "train.epochs=1", "--set", "train.eval_every=1"]
 RESNET_M = ["reproduce", "masenet", "--table", "Table I", "--row", "ResNet50", "--dataset", "M", "--scale", "smoke"]
 
 
-@pytest.fixture(scope="module")
-def profile_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")  # one profile cache for the module: each model is profiled once
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("XDG_CACHE_HOME")
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
-
-
 @pytest.fixture
 def env(tmp_path, monkeypatch, profile_cache):
     for name, sub in (("REIDBENCH_DATA", "data"), ("REIDBENCH_RUNS", "runs"), ("REIDBENCH_LEADERBOARDS", "lb")):
@@ -192,6 +180,7 @@ def test_timed_out_task_requeues_and_resumes_to_the_uninterrupted_metrics(env, m
     assert found == {"uninterrupted": ("done", 0), "requeued": ("done", 1)}
 
 
+@pytest.mark.slow  # submitit local jobs (~13 s); .ci/run runs the slow launcher tests
 def test_local_launcher_trains_cells_as_jobs_with_the_in_process_rows(env, run_cli, monkeypatch):
     code, _, err = run_cli(*RESNET_M, *QUICK, "--csv", str(env / "in-process.csv"))
     assert code == 0, err

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,20 +16,11 @@ from reidbench.papers.plan import CITED, FINISHED, NO_DATA, NO_MODEL, READY, RES
 from reidbench.papers.reproduce import plan_reproduction, run_reproduction
 from reidbench.papers.schema import Tolerance
 
-QUICK = ["train.epochs=1", "train.eval_every=1"]
+from .leaderboard_writer import merge_five_times
 
-
-@pytest.fixture(scope="module")
-def profile_cache(tmp_path_factory):
-    # one profile cache for the module: each model is profiled once
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("XDG_CACHE_HOME")
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
+# one epoch on a smaller miniature at 64 x 32: these tests check planning, launching and the rows, not learning
+QUICK = ["train.epochs=1", "train.eval_every=1", "data.synthetic_ids=12", "data.synthetic_images_per_id=4",
+         "data.height=64", "data.width=32"]
 
 
 @pytest.fixture
@@ -254,18 +243,10 @@ def test_seed_interval_matches_the_t_formula():
     assert low < 50.0 < high and std == pytest.approx(5.0, rel=0.2)
 
 
-def _merge_worker(args: tuple[str, int]) -> None:
-    path, index = args
-    rows = [{"paper": "p", "table": "T", "row": f"r{index}", "dataset": "d", "metric": m, "reported": 1.0,
-             "reproduced": 2.0, "status": "x", "scale": "full"} for m in ("R1", "mAP")]
-    for _ in range(5):
-        leaderboard.merge_rows(Path(path), rows)
-
-
 def test_concurrent_writers_do_not_lose_rows(tmp_path):
     path = tmp_path / "p.csv"
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(_merge_worker, [(str(path), i) for i in range(8)])
+        pool.map(merge_five_times, [(str(path), i) for i in range(8)])
     frame = leaderboard.read_leaderboard(path)
     assert len(frame) == 16 and set(frame["row"]) == {f"r{i}" for i in range(8)}
     assert not list(tmp_path.glob(".p.csv.*.tmp"))

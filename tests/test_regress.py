@@ -33,6 +33,7 @@ def _fixture(tmp_path, ce_weight: float):
     return suite
 
 
+@pytest.mark.slow  # ~35 s: three short trainings; .ci/run runs it with the other slow regression tests
 def test_update_samples_the_noise_and_the_golden_catches_a_changed_loss_weight(tmp_path, monkeypatch, run_cli):
     monkeypatch.setenv("REIDBENCH_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("REIDBENCH_RUNS", str(tmp_path / "runs"))
