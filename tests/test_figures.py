@@ -255,6 +255,9 @@ def test_report_page_draws_every_figure_beside_its_caption(tiny):
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert page.count("<figcaption>") == 9 and "Rank lists." in page
     assert "run_ids" not in page and "runs mhsa_net_market1501-smoke" in page  # provenance, in words
+    smoke = leaderboard.read_leaderboard(tiny / "lb" / "figtest.smoke.csv")
+    deltas = [f"{float(d):+.2f}" for d in smoke["delta"] if d]
+    assert deltas and not any(f">{d}<" in page for d in deltas)  # smoke rows: no delta, as in the terminal
 
 
 def _chromium() -> str | None:

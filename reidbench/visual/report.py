@@ -63,14 +63,15 @@ def _provenance(row: dict[str, str]) -> str:
 
 
 def _board(frame: pd.DataFrame, greyed: bool) -> str:
-    """The measured rows: reported, reproduced, 95% CI, delta (coloured by status; greyed when the row cannot
-    be compared with the paper), status, scale and provenance."""
+    """The measured rows: reported, reproduced, 95% CI, delta (coloured by status; left out, as in the terminal
+    leaderboard, when the row cannot be compared with the paper), status, scale and provenance."""
     rows = []
     for row in frame.to_dict("records"):
         ci = f"[{_number(row['ci95_low'])}, {_number(row['ci95_high'])}]" if row.get("ci95_low") else ""
         rows.append({"table": row["table"], "row": row["row"], "dataset": row["dataset"], "metric": row["metric"],
                      "reported": _printed(row["reported"]), "reproduced": _number(row["reproduced"]), "95% CI": ci,
-                     "delta": _number(row["delta"], signed=True) if row.get("delta") else "",
+                     "delta": _number(row["delta"], signed=True)
+                     if row.get("delta") and not greyed and leaderboard.comparable(row["status"]) else "",
                      "status": row["status"], "scale": row["scale"], "provenance": _provenance(row)})
     shown = pd.DataFrame(rows)
 
