@@ -10,7 +10,7 @@ tensor into the released model, whose outputs were saved) and by the test, so bo
   window in practice), scaled by its kind: normalisation weight ``1 + 0.1 v``, bias and running mean
   ``0.1 v``, running variance ``exp(0.2 v)`` (positive), other tensors of two or more dimensions
   ``v / sqrt(fan_in)`` (fan_in = elements / first dimension), other biases and scalars ``0.1 v``;
-  ``num_batches_tracked`` is 0.
+  ``num_batches_tracked`` is 0. A module registered under two names (a shared classifier) is filled once.
 
 Images are ``RandomState(seed).standard_normal(shape)`` as float32. Summaries hold, in float64, the shape,
 sum, sum of absolute values, L2 norm, maximum absolute value, the L2 norm of each sample (first dimension)
@@ -72,8 +72,9 @@ def seeded_weights(model: nn.Module, seed: int) -> None:
                 else:
                     v = 0.1 * v
                 tensor.copy_(v)
-    if filled != len(model.state_dict()):
-        raise ValueError(f"seeded {filled} tensors, the state dict has {len(model.state_dict())}")
+    distinct = len({id(t) for t in model.state_dict(keep_vars=True).values()})  # a shared module's once
+    if filled != distinct:
+        raise ValueError(f"seeded {filled} tensors, the state dict has {distinct}")
 
 
 def seeded_images(shape: list[int] | tuple[int, ...], seed: int) -> torch.Tensor:

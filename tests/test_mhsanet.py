@@ -59,9 +59,27 @@ def test_training_outputs_and_attention_normalisation(reading):
     # paper: softmax over the K heads on each pixel; released: over the J positions of each head
     sums = alpha.sum(dim=1) if reading == "paper" else alpha.sum(dim=2)
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-6)
-    shared = model.residual_classifier is model.fused_classifier
+    # released: one classifier (its global_softmax) for q*, p* and z
+    shared = model.gfb_classifier is model.fused_classifier is model.residual_classifier
     assert shared == (reading == "released")
-    assert len(model.get_classifier()) == (2 if shared else 3)
+    assert len(model.get_classifier()) == (1 if shared else 3)
+
+
+def test_released_reading_initialises_the_new_layers_as_the_released_code():
+    torch.manual_seed(0)
+    paper, released = small(heads=4), small(reading="released", heads=4)
+    own = small(reading="released", heads=4, init="default")  # the option wins over the reading
+    # classifiers: N(0, 0.001) by default; released: Kaiming normal, fan-out (std sqrt(2 / 5 classes))
+    assert paper.gfb_classifier.weight.std() < 0.01 and own.gfb_classifier.weight.std() < 0.01
+    assert released.gfb_classifier.weight.std().item() == pytest.approx(math.sqrt(2 / 5), rel=0.3)
+    bn = released.gfb.reduction[1]  # BN weight N(1, 0.02), zero bias
+    assert not bn.bias.any() and 0 < (bn.weight - 1).abs().max() < 0.1
+    assert not released.mhsam.head_fc.bias.any()
+    # Xavier uniform on the attention MLP's hidden layers: bound sqrt(6 / (fan_in + fan_out)), twice PyTorch's
+    first = released.mhsam.scores[0]
+    bound = math.sqrt(6 / (first.in_features + first.out_features))
+    assert 0.9 * bound < first.weight.abs().max() <= bound
+    assert own.mhsam.scores[0].weight.abs().max() <= 1 / math.sqrt(first.in_features)
 
 
 def test_heads_pool_as_each_reading_says():

@@ -8,6 +8,9 @@ names the released repository and commit, how its model was built and how its ou
 differences measured between the two models then (0 or float rounding).
 
 Here our model alone is rebuilt with the same weights and images, in float32, and compared with those outputs.
+Where a family's own loss terms were compared too (MHSA-Net), the file also names the recipe and the ``--set``
+keys that give the released loss, the ids of the batch and the released criterion's value of each term; our
+loss terms on our training outputs must give them within the same tolerance.
 Tolerance, per output: ``max(FLOOR, MARGIN x e) x max|reference|`` per element, where ``e`` is the float32
 rounding measured at recording time (our float32 output against the float64 reference, relative to the output's
 largest value; ~1e-7 in eval mode, up to 5e-4 in training mode, where batch statistics amplify rounding).
@@ -26,12 +29,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from reidbench.losses import build_losses
 from reidbench.models import create_model
+from reidbench.recipes.loading import load_recipe
 
 from .parity import seeded_images, seeded_weights
 
 GOLDEN = Path(__file__).parent / "data" / "parity"
-FAMILIES = ("bot", "msinet", "osnet", "alignedreid", "aap_reid", "cdnet", "mgn")
+FAMILIES = ("bot", "msinet", "osnet", "alignedreid", "aap_reid", "cdnet", "mgn", "mhsa_net")
 FLOOR, MARGIN = 1e-5, 20.0
 
 
@@ -54,7 +59,9 @@ def outputs(model: torch.nn.Module, golden: dict, modes: tuple[str, ...] = ("eva
     with torch.no_grad():
         for mode in modes:  # eval first: a training pass changes the BN running statistics
             model.train(mode == "train")
-            result[mode] = model(images)
+            out = model(images)
+            aux = out.get("aux") or {}
+            result[mode] = {**out, **{f"aux.{name}": value for name, value in aux.items()}}  # as recorded
     return result
 
 
@@ -90,6 +97,30 @@ def mismatches(ours: dict, golden: dict) -> list[str]:
     return problems
 
 
+def loss_mismatches(train_outputs: dict, golden: dict) -> list[str]:
+    """The released training loss, term by term: the recipe with the golden file's ``--set`` keys, on our
+    training outputs and each case's ids, against the released criterion's values (weights included). The
+    first case holds every term; a further case may pin one term where other ids make a reading matter."""
+    spec = golden["losses"]
+    recipe = load_recipe(spec["recipe"], overrides=spec["set"])
+    weights = {f"{t.name}:{t.output}": t.weight for t in recipe.loss}
+    losses = build_losses(recipe.loss, golden["options"]["num_classes"])
+    problems = []
+    for number, case in enumerate(spec["cases"]):
+        with torch.no_grad():
+            _total, values = losses(train_outputs, torch.tensor(case["labels"]))
+        if number == 0 and sorted(values) != sorted(case["values"]):
+            problems.append(f"loss terms {sorted(values)}, expected {sorted(case['values'])}")
+            continue
+        for name, ref in case["values"].items():
+            got = weights[name] * float(values[name])
+            tol = max(FLOOR, MARGIN * case["float32_error_rel"][name]) * abs(ref)
+            if abs(got - ref) > tol:
+                problems.append(f"ids {case['labels']}, loss {name}: {got:.8g}, released {ref:.8g}, "
+                                f"tolerance {tol:.3g}")
+    return problems
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_model_matches_the_released_code(family):
     golden = load(family)
@@ -98,7 +129,13 @@ def test_model_matches_the_released_code(family):
             for key, diff in recorded["max_abs_diff_float32"].items():
                 assert diff <= max(FLOOR, MARGIN * recorded["float32_error_rel"][key]) * \
                     golden["outputs"][mode][key]["max_abs"], (mode, key)
-    assert mismatches(outputs(build(golden), golden), golden) == []
+    ours = outputs(build(golden), golden)
+    assert mismatches(ours, golden) == []
+    if "losses" in golden:  # families whose own loss terms were compared too (MHSA-Net)
+        for case in golden["losses"]["cases"]:
+            for name, diff in case["max_abs_diff_float32"].items():
+                assert diff <= max(FLOOR, MARGIN * case["float32_error_rel"][name]) * abs(case["values"][name]), name
+        assert loss_mismatches(ours["train"], golden) == []
 
 
 def test_the_tolerance_catches_the_bot_stem_relu():

@@ -9,7 +9,7 @@ Shapes at 384 x 128 with the ResNet-50 trunk (last stride 1): Q [N, 2048, 24, 8]
 - Test feature cat(q*, p*) (1024-d); the other eval outputs let a recipe rank by p* alone (MHSA-Net*)
   or by one head (Table VI) without training again.
 
-The paper's equations and the released code disagree in seven places; ``reading`` picks all of
+The paper's equations and the released code disagree in eight places; ``reading`` picks all of
 them at once ("paper", the default, or "released") and each has its own option that overrides the
 reading (``None`` = the reading's choice):
 
@@ -25,7 +25,11 @@ option                        paper                       released code
                               the D x K matrix, K->2D->K) vec(P): K*D -> 4D -> D -> K, no ReLU)
 ``layer_norms``               rlm (Z = LN(q* + P_k))      rlm_twice_and_fused (z = LN(sum LN(q* + P_k)),
                                                           p* = LN(sum beta_k P_k), one shared LN)
-``shared_classifier``         false (one per output)      true (one classifier for p* and z)
+``shared_classifier``         false (one per output)      true (one classifier for q*, p* and z)
+``init`` (after the trunk)    default (PyTorch's layer    released (GFB conv Kaiming fan-in, its BN
+                              defaults, classifiers       weight N(1, 0.02); classifier Kaiming
+                              N(0, 0.001))                fan-out; hidden MLP layers and the head FC
+                                                          Xavier uniform; see ``released_init``)
 ============================  ==========================  ==========================================
 
 The released code also drops the CE loss on q* and uses other loss readings; those are recipe keys
@@ -67,18 +71,20 @@ class Reading:
     saffm: str
     layer_norms: str
     shared_classifier: bool
+    init: str
 
 
 READINGS = {
     "paper": Reading(attention_depth=2, attention_softmax="heads", head_pool="mean", extra_bottleneck="none",
-                     saffm="per_channel", layer_norms="rlm", shared_classifier=False),
+                     saffm="per_channel", layer_norms="rlm", shared_classifier=False, init="default"),
     "released": Reading(attention_depth=3, attention_softmax="positions", head_pool="sum",
                         extra_bottleneck="twice", saffm="per_head", layer_norms="rlm_twice_and_fused",
-                        shared_classifier=True),
+                        shared_classifier=True, init="released"),
 }
 CHOICES = {"attention_depth": (2, 3), "attention_softmax": ("heads", "positions"), "head_pool": ("mean", "sum"),
            "extra_bottleneck": ("none", "once", "twice"), "saffm": ("per_channel", "per_head"),
-           "layer_norms": ("rlm", "rlm_twice_and_fused"), "shared_classifier": (False, True)}
+           "layer_norms": ("rlm", "rlm_twice_and_fused"), "shared_classifier": (False, True),
+           "init": ("default", "released")}
 
 
 def resolve_reading(reading: str, **overrides: object) -> Reading:
@@ -197,12 +203,15 @@ class MHSANet(ReIDModel):
             self.fusion = ChannelFusion(heads, dim) if reading.saffm == "per_channel" else HeadFusion(heads, dim)
         if rlm or (fusion == "saffm" and reading.layer_norms == "rlm_twice_and_fused"):
             self.layer_norm = nn.LayerNorm(dim)  # one LayerNorm, shared where the released code reuses it
+        # shared (released): one classifier, which its code applies to q*, p* and z (q*'s logits unused there)
+        shared = reading.shared_classifier
         self.gfb_classifier = _classifier(dim, num_classes)
         fused_dim = heads * dim if fusion == "concat" else dim
-        self.fused_classifier = _classifier(fused_dim, num_classes)
+        self.fused_classifier = self.gfb_classifier if shared else _classifier(fused_dim, num_classes)
         if rlm:
-            self.residual_classifier = self.fused_classifier if reading.shared_classifier else \
-                _classifier(dim, num_classes)
+            self.residual_classifier = self.gfb_classifier if shared else _classifier(dim, num_classes)
+        if reading.init == "released":
+            released_init(self)
 
     def forward_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q for the GFB and Q for the MHSAM: the same map, except that the released code computes its extra
@@ -254,13 +263,34 @@ class MHSANet(ReIDModel):
         return {f"head {k + 1}": grid[:, k] for k in range(grid.shape[1])}
 
     def get_classifier(self) -> list[nn.Module]:
-        modules = [self.gfb_classifier, self.fused_classifier]
-        if self.rlm and self.residual_classifier is not self.fused_classifier:
-            modules.append(self.residual_classifier)
-        return modules
+        modules = [self.gfb_classifier, self.fused_classifier] + ([self.residual_classifier] if self.rlm else [])
+        return list({id(m): m for m in modules}.values())  # a shared classifier once
 
     def backbone_modules(self) -> list[nn.Module]:
         return [self.backbone]
+
+
+def released_init(model: MHSANet) -> None:
+    """The released code's initialisation of the layers after the trunk (``init: released``): the GFB's 1x1
+    conv Kaiming normal (fan-in) with a zero bias and its BN weight N(1, 0.02) with a zero bias; each
+    classifier Kaiming normal (fan-out) with a zero bias; the hidden layers of the attention and SAFFM MLPs
+    (all but their last layer) and the heads' FC Xavier uniform, the heads' FC with a zero bias. The rest keeps
+    PyTorch's defaults, as released: the MLPs' last layers, the SAFFM biases, the LayerNorm, the extra
+    Bottleneck."""
+    conv, bn = model.gfb.reduction[0], model.gfb.reduction[1]
+    nn.init.kaiming_normal_(conv.weight, mode="fan_in")
+    nn.init.zeros_(conv.bias)
+    nn.init.normal_(bn.weight, mean=1.0, std=0.02)
+    nn.init.zeros_(bn.bias)
+    for classifier in model.get_classifier():
+        nn.init.kaiming_normal_(classifier.weight, mode="fan_out")
+        nn.init.zeros_(classifier.bias)
+    mlps = [model.mhsam.scores] + ([model.fusion.mlp] if hasattr(model, "fusion") else [])
+    for mlp in mlps:
+        for layer in [m for m in mlp if isinstance(m, nn.Linear)][:-1]:
+            nn.init.xavier_uniform_(layer.weight)
+    nn.init.xavier_uniform_(model.mhsam.head_fc.weight)
+    nn.init.zeros_(model.mhsam.head_fc.bias)
 
 
 class MHSABaseline(ReIDModel):
@@ -297,12 +327,12 @@ def mhsa_net(num_classes: int = 751, heads: int = 8, reading: str = "paper", fus
              rlm: bool = True, dim: int = 512, trunk: str = "resnet50", small_width: int = 32,
              attention_depth: int | None = None, attention_softmax: str | None = None, head_pool: str | None = None,
              extra_bottleneck: str | None = None, saffm: str | None = None, layer_norms: str | None = None,
-             shared_classifier: bool | None = None) -> MHSANet:
+             shared_classifier: bool | None = None, init: str | None = None) -> MHSANet:
     """MHSA-Net: ResNet-50 (last stride 1) + GFB + MHSAM with K heads + SAFFM + RLM; test feature cat(q*, p*).
     Paper reading 26.68M without classifiers, 6.33 GMac at 384x128; released reading 41.88M, 8.29 GMac."""
     choices = resolve_reading(reading, attention_depth=attention_depth, attention_softmax=attention_softmax,
                               head_pool=head_pool, extra_bottleneck=extra_bottleneck, saffm=saffm,
-                              layer_norms=layer_norms, shared_classifier=shared_classifier)
+                              layer_norms=layer_norms, shared_classifier=shared_classifier, init=init)
     return MHSANet(num_classes, heads, choices, fusion, rlm, dim, trunk, small_width)
 
 
