@@ -6,7 +6,7 @@ installing torch with its CUDA libraries takes minutes, and every session needs 
     nox -s bench   # benchmarks that print figures
     nox -s slow    # end-to-end checks behind the `slow` marker
     nox -s demo    # the main job: reidbench reproduce masenet --scale smoke
-    nox -s regress # regression suite vs the golden file (reidbench regress --suite ci)
+    nox -s regress # regression suite vs the golden file (reidbench regress --suite ci --jobs 2)
 """
 
 from __future__ import annotations
@@ -61,4 +61,4 @@ def demo(session: nox.Session) -> None:
 def regress(session: nox.Session) -> None:
     """The regression suite against the committed golden file (`-- --suite small` for real data)."""
     _install(session)
-    session.run("reidbench", "regress", *(session.posargs or ["--suite", "ci"]), external=True)
+    session.run("reidbench", "regress", *(session.posargs or ["--suite", "ci", "--jobs", "2"]), external=True)

@@ -330,10 +330,18 @@ def significant(value: float, digits: int = 6) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def compare(case: str, expected: dict[str, Any], got: dict[str, float], same_env: bool) -> list[Check]:
+def compare(case: str, expected: dict[str, Any], got: dict[str, float], same_env: bool,
+            sample: int | None = None) -> list[Check]:
+    """Each measurement against the golden entry: around the reference run (or the golden sample at index
+    ``sample``, a run of the same environment at another thread count) with the same-environment tolerance,
+    or around the mean with the cross-environment one."""
     checks = []
     for metric, spec in expected["metrics"].items():
-        center, tolerance = (spec["reference"], spec["same_env"]) if same_env else (spec["mean"], spec["cross_env"])
+        if same_env:
+            center = spec["reference"] if sample is None else spec["samples"][sample]
+            tolerance = spec["same_env"]
+        else:
+            center, tolerance = spec["mean"], spec["cross_env"]
         value = got.get(metric)
         ok = value is not None and abs(value - center) <= tolerance + 1e-9
         checks.append(Check(case, metric, center, value, tolerance, "pass" if ok else "FAIL"))
@@ -525,7 +533,8 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
     current = numerics_environment()
     differences = environment_differences(golden.get("environment") or {}, current)
     same_env = tolerance_mode == "same-env" or (tolerance_mode == "auto" and not differences)
-    if not update:
+    parallel = jobs > 1 and launcher is None and not update  # its processes' environment decides, per case
+    if not update and not parallel:
         if not differences:
             report.environment = "environment identical to the golden run's: same-environment tolerances"
         else:
@@ -551,6 +560,8 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
                                                     data_root, jobs, say)
             diff = _write_golden(suite, golden, measured, environment, labels, pythons or [])
         return report, diff
+    if parallel:
+        return _compare_in_parallel(suite, golden, runnable, runs, data_root, jobs, tolerance_mode, report, say), diff
     launched = _launch_cases(runnable, runs, data_root, launcher, suite, say) if launcher is not None else {}
     for case, recipe in runnable:
         if launcher is None:
@@ -558,16 +569,75 @@ def run_suite(name: str, update: bool = False, data_root: Path | None = None, ca
             say(f"{case.name}: trained and evaluated in {info['seconds']:.0f} s")
         else:
             got, info = launched[case.name]
-        expected = (golden.get("cases") or {}).get(case.name)
-        if expected is None:
-            report.checks.append(Check(case.name, "*", None, None, None, "no golden"))
-            continue
-        digest = recipe_hash(recipe)
-        if expected.get("recipe_hash") != digest:
-            report.notes.append(f"{case.name}: the resolved recipe changed since the golden run "
-                                f"({expected.get('recipe_hash')} -> {digest})")
-        report.checks += compare(case.name, expected, got, same_env)
+        _check_case(report, golden, case, recipe, got, same_env)
     return report, diff
+
+
+def _check_case(report: Report, golden: dict[str, Any], case: Case, recipe: Recipe, got: dict[str, float],
+                same_env: bool, sample: int | None = None) -> None:
+    expected = (golden.get("cases") or {}).get(case.name)
+    if expected is None:
+        report.checks.append(Check(case.name, "*", None, None, None, "no golden"))
+        return
+    digest = recipe_hash(recipe)
+    if expected.get("recipe_hash") != digest:
+        report.notes.append(f"{case.name}: the resolved recipe changed since the golden run "
+                            f"({expected.get('recipe_hash')} -> {digest})")
+    report.checks += compare(case.name, expected, got, same_env, sample)
+
+
+def golden_sample_index(golden: dict[str, Any], case: str, torch_version: str, threads: int,
+                        seed: int) -> int | None:
+    """Where the golden file keeps the sample of ``case`` taken with this torch, thread count and seed (the
+    labels of ``measured.samples``, in the order of every case's ``samples``); None when it has none."""
+    label = f"torch {torch_version}, {threads} threads, seed {seed}"
+    labels = (golden.get("measured") or {}).get("samples") or []
+    if label not in labels:
+        return None
+    index = labels.index(label)
+    metrics = ((golden.get("cases") or {}).get(case) or {}).get("metrics") or {}
+    return index if all(len(spec.get("samples", [])) == len(labels) for spec in metrics.values()) else None
+
+
+def _compare_in_parallel(suite: Suite, golden: dict[str, Any], runnable: list[tuple[Case, Recipe]], runs: Path,
+                         data_root: Path, jobs: int, tolerance_mode: str, report: Report, say: Any) -> Report:
+    """``jobs`` cases at a time, each in its own process with cores / jobs threads (docs/regression.md). A case
+    whose environment differs from the golden one only in the thread count is compared, with the same-environment
+    tolerances, with the golden sample of that thread count and its seed, which it repeats bit for bit."""
+    import torch
+
+    from reidbench.engine.build import load_split
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    for _case, recipe in runnable:  # each synthetic miniature rendered once, before the processes start
+        for which in ("train", "test"):
+            load_split(recipe, which, data_root)
+
+    def one(item: tuple[Case, Recipe]) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
+        case, recipe = item
+        if (runs / case.name).exists():
+            shutil.rmtree(runs / case.name)
+        result = _sample_in(sys.executable, suite, case, recipe.train.seed, threads, runs / case.name, data_root)
+        say(f"{case.name}: trained and evaluated in {result[1]['seconds']:.0f} s ({threads} threads)")
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(one, runnable))
+    lines = set()
+    for (case, recipe), (got, _info, environment) in zip(runnable, results, strict=True):
+        others = [d for d in environment_differences(golden.get("environment") or {}, environment)
+                  if not d.startswith("threads ")]
+        sample = golden_sample_index(golden, case.name, environment["torch"], threads, recipe.train.seed)
+        same_env = tolerance_mode == "same-env" or (tolerance_mode == "auto" and not others and sample is not None)
+        if same_env and sample is None and environment["threads"] != (golden.get("environment") or {}).get("threads"):
+            same_env = False  # forced same-env without a sample of this thread count: nothing to repeat
+        lines.add(f"{jobs} cases at a time, {threads} thread(s) each: "
+                  + (f"same-environment tolerances around the golden {threads}-thread samples" if same_env else
+                     f"cross-environment tolerances ({'; '.join(others) or f'no golden {threads}-thread sample'})"))
+        _check_case(report, golden, case, recipe, got, same_env, sample if same_env else None)
+    report.environment = "; ".join(sorted(lines))
+    say(report.environment)
+    return report
 
 
 def render(report: Report) -> Any:

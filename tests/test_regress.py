@@ -12,7 +12,16 @@ import torch
 import yaml
 
 from reidbench.recipes.loading import RECIPES_DIR
-from reidbench.regress import golden_path, load_suite, read_golden, run_suite
+from reidbench.regress import (
+    compare,
+    environment_differences,
+    golden_path,
+    golden_sample_index,
+    load_suite,
+    numerics_environment,
+    read_golden,
+    run_suite,
+)
 
 RECIPE = """base: {base}
 name: regress_fixture
@@ -216,16 +225,41 @@ def test_ci_suite_fails_on_a_planted_bug_even_with_cross_environment_tolerances(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("threads", [1, 2])
-def test_ci_suite_passes_on_the_unmodified_code(threads, ci_data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("threads", "jobs"), [(1, 1), (2, 1), (2, 2)], ids=["1-thread", "2-threads", "2-jobs"])
+def test_ci_suite_passes_on_the_unmodified_code(threads, jobs, ci_data_root, tmp_path, monkeypatch):
+    """1 thread: another thread count than the golden run's, cross-environment tolerances; 2 threads: the golden
+    run's environment; 2 jobs: two cases at a time in their own processes, 1 thread each, each compared with the
+    golden 1-thread sample with same-environment tolerances."""
     monkeypatch.setenv("REIDBENCH_RUNS", str(tmp_path / "runs"))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         report, _ = run_suite("ci", data_root=ci_data_root, cases=sorted({c for _, c in PLANTED_BUGS.values()}),
-                              say=print)
+                              jobs=jobs, say=print)
     finally:
         torch.set_num_threads(before)
     failed = [f"{c.case} {c.metric} {c.got} vs {c.golden} +- {c.tolerance}" for c in report.checks
               if c.status != "pass"]
     assert report.checks and not failed, failed
+    if jobs > 1:
+        assert report.environment.startswith("2 cases at a time, 1 thread(s) each")
+        golden_environment = read_golden(golden_path(load_suite("ci")))["environment"]
+        if not [d for d in environment_differences(golden_environment, numerics_environment())
+                if not d.startswith("threads ")]:  # the machine that wrote the golden file
+            assert "same-environment tolerances around the golden 1-thread samples" in report.environment
+
+
+def test_a_run_at_another_thread_count_is_compared_with_the_golden_sample_of_that_count():
+    golden = {"measured": {"samples": ["torch 2.9, 1 threads, seed 0", "torch 2.9, 2 threads, seed 0",
+                                       "torch 3.0, 2 threads, seed 0"]},
+              "cases": {"a": {"metrics": {"mAP": {"reference": 20.0, "mean": 21.0, "std": 1.0, "same_env": 0.5,
+                                                  "cross_env": 4.0, "samples": [18.0, 20.0, 25.0]}}}}}
+    assert golden_sample_index(golden, "a", "2.9", 1, 0) == 0
+    assert golden_sample_index(golden, "a", "3.0", 2, 0) == 2
+    assert golden_sample_index(golden, "a", "2.9", 4, 0) is None  # no sample at 4 threads: cross-environment
+    assert golden_sample_index(golden, "a", "2.9", 1, 1) is None  # nor of another seed
+    expected = golden["cases"]["a"]
+    assert [c.status for c in compare("a", expected, {"mAP": 18.2}, same_env=True, sample=0)] == ["pass"]
+    assert [c.status for c in compare("a", expected, {"mAP": 18.2}, same_env=True)] == ["FAIL"]  # not the reference
+    short = {**golden, "cases": {"a": {"metrics": {"mAP": {**expected["metrics"]["mAP"], "samples": [18.0]}}}}}
+    assert golden_sample_index(short, "a", "2.9", 1, 0) is None  # samples from another plan: not trusted

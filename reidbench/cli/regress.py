@@ -25,8 +25,9 @@ def regress_command(
     threads: int = typer.Option(None, "--threads", min=1, help="torch threads for the runs (default: torch's)."),
     python: list[str] = typer.Option([], "--python", help="With --update: another interpreter (another torch "
                                                           "version) whose runs join the samples; repeatable."),
-    jobs: int = typer.Option(1, "--jobs", min=1, help="With --update: samples trained at once, each in its own "
-                                                      "process."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Runs trained at once, each in its own process with "
+                                                      "cores / jobs threads (the comparison: cases) or at their "
+                                                      "own thread counts (--update: samples)."),
     launch: LaunchRequest = None,
 ) -> None:
     """Train each main model on small data with fixed seeds and compare with the committed golden file."""
