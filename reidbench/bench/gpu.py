@@ -112,7 +112,7 @@ def measure_training(recipe_name: str, device: str, amp: str | None, channels_la
         root = data_root or Path(tmp) / "data"
         switches = ["train.amp=false"] if amp is None else ["train.amp=true", f"train.amp_dtype={amp}"]
         recipe = load_recipe(recipe_name, overrides=[
-            "data.synthetic=true", "data.synthetic_ids=16", "data.synthetic_images_per_id=4", "data.workers=0",
+            "data.synthetic=true", "data.synthetic_ids=32", "data.synthetic_images_per_id=4", "data.workers=0",
             f"data.batch_size={batch}", "data.sampler.num_instances=4", "model.pretrained=false",
             f"train.channels_last={str(channels_last).lower()}", *switches, *overrides])
         trainer = Trainer(recipe, run_dir=Path(tmp) / "run", device=device, data_root=root, quiet=True)
@@ -147,10 +147,12 @@ def run_gpu_benchmark(sizes: tuple[str, ...] = ("market", "msmt17"), models: tup
     }
     figures["evaluation"] = {size: measure_evaluation(size, "cuda", cpu_baseline=cpu_baseline) for size in sizes}
     training = []
-    for model in models:
-        for amp in PRECISIONS:
-            for channels_last in (False, True):
-                training.append(measure_training(PAPER_MODELS[model], "cuda", amp, channels_last, steps=steps))
+    with tempfile.TemporaryDirectory() as tmp:  # one synthetic miniature for every configuration
+        for model in models:
+            for amp in PRECISIONS:
+                for channels_last in (False, True):
+                    training.append(measure_training(PAPER_MODELS[model], "cuda", amp, channels_last, steps=steps,
+                                                     data_root=Path(tmp)))
     figures["training"] = training
     figures["loader"] = run_data_benchmark(workers=recommended_workers(), batches=loader_batches, batch=64)
     return figures

@@ -385,10 +385,14 @@ def _final_distance_device(original: torch.Tensor, v: sp.csr_matrix, gallery_col
         shared = torch.zeros((stop - start) * ng, dtype=torch.float64, **on)
         shared.index_add_(0, row[which] * ng + g_indices[position],
                           torch.minimum(v_data[p0:p1][which], g_data[position]))
-        shared = shared.view(stop - start, ng)
+        del row, which, offset, position  # the triples: free before the [rows, G] arithmetic
+        # in place, as few [rows, G] temporaries as possible: (1 - lambda) (1 - s / (2 - s)) + scale d^2
+        jaccard = shared.view(stop - start, ng)
+        jaccard.div_(jaccard.neg().add_(2.0)).neg_().add_(1.0).mul_(1.0 - float(lambda_value))
         d = out[start:stop].double()
-        out[start:stop] = ((1.0 - float(lambda_value)) * (1.0 - shared / (2.0 - shared))
-                           + scale[start:stop, None] * d * d).float()
+        jaccard.add_(d.mul_(d).mul_(scale[start:stop, None]))
+        del d
+        out[start:stop] = jaccard
         start = stop
     return out
 
