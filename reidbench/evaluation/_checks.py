@@ -59,7 +59,7 @@ def float_tensor(value: Any, name: str, device: torch.device) -> torch.Tensor:
             value = value.double()
         else:
             raise ValueError(f"{name}: expected a numeric matrix, got dtype {value.dtype}")
-    value = value.to(device)
+    value = value.detach().to(device)
     finite = torch.isfinite(value)
     if not bool(finite.all()):
         bad = tuple(int(i) for i in (~finite).nonzero()[0])

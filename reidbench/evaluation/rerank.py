@@ -486,8 +486,8 @@ def rerank_features(
     """
     check_metric(metric)
     target = compute_device(device, query, gallery)
-    q = as_features(query, "query")
-    g = as_features(gallery, "gallery")
+    q = as_features(query, "query").detach()
+    g = as_features(gallery, "gallery").detach()
     if q.shape[0] == 0 or g.shape[0] == 0:
         raise ValueError("query: expected non-empty query and gallery feature sets")
     if q.shape[1] != g.shape[1]:
