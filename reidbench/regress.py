@@ -398,6 +398,16 @@ def _sample_in(python: str, suite: Suite, case: Case, seed: int, threads: int, r
     return result["values"], result["info"], result["environment"]
 
 
+def _render_data(recipes: list[Recipe], data_root: Path) -> None:
+    """Each case's synthetic miniature rendered here, once, before runs start in parallel processes (which would
+    race to write it)."""
+    from reidbench.engine.build import load_split
+
+    for recipe in recipes:
+        for which in ("train", "test"):
+            load_split(recipe, which, data_root)
+
+
 def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, data_root: Path, jobs: int,
             say: Any) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Every sample of every case (``jobs`` at a time, each in its own process when jobs > 1).
@@ -453,11 +463,7 @@ def _update(suite: Suite, cases: list[Case], pythons: list[str], runs: Path, dat
             f"in {time.perf_counter() - start:.0f} s")
         return result
 
-    from reidbench.engine.build import load_split
-
-    for case in cases:  # each synthetic miniature rendered once, here: samples started together would race to write it
-        for which in ("train", "test"):
-            load_split(recipes[case.name], which, data_root)
+    _render_data(list(recipes.values()), data_root)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = dict(zip(tasks, pool.map(sample, tasks), strict=True))
     measured, environment, labels = {}, {}, []
@@ -606,17 +612,11 @@ def _compare_in_parallel(suite: Suite, golden: dict[str, Any], runnable: list[tu
     tolerances, with the golden sample of that thread count and its seed, which it repeats bit for bit."""
     import torch
 
-    from reidbench.engine.build import load_split
-
     threads = max(1, torch.get_num_threads() // jobs)
-    for _case, recipe in runnable:  # each synthetic miniature rendered once, before the processes start
-        for which in ("train", "test"):
-            load_split(recipe, which, data_root)
+    _render_data([recipe for _case, recipe in runnable], data_root)
 
     def one(item: tuple[Case, Recipe]) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
         case, recipe = item
-        if (runs / case.name).exists():
-            shutil.rmtree(runs / case.name)
         result = _sample_in(sys.executable, suite, case, recipe.train.seed, threads, runs / case.name, data_root)
         say(f"{case.name}: trained and evaluated in {result[1]['seconds']:.0f} s ({threads} threads)")
         return result
@@ -629,12 +629,11 @@ def _compare_in_parallel(suite: Suite, golden: dict[str, Any], runnable: list[tu
                   if not d.startswith("threads ")]
         sample = golden_sample_index(golden, case.name, environment["torch"], threads, recipe.train.seed)
         same_env = tolerance_mode == "same-env" or (tolerance_mode == "auto" and not others and sample is not None)
-        if same_env and sample is None and environment["threads"] != (golden.get("environment") or {}).get("threads"):
-            same_env = False  # forced same-env without a sample of this thread count: nothing to repeat
+        around = f"the golden {threads}-thread samples" if sample is not None else "the golden reference runs"
         lines.add(f"{jobs} cases at a time, {threads} thread(s) each: "
-                  + (f"same-environment tolerances around the golden {threads}-thread samples" if same_env else
+                  + (f"same-environment tolerances around {around}" if same_env else
                      f"cross-environment tolerances ({'; '.join(others) or f'no golden {threads}-thread sample'})"))
-        _check_case(report, golden, case, recipe, got, same_env, sample if same_env else None)
+        _check_case(report, golden, case, recipe, got, same_env, sample)
     report.environment = "; ".join(sorted(lines))
     say(report.environment)
     return report

@@ -71,7 +71,7 @@ def _board(frame: pd.DataFrame, greyed: bool) -> str:
         rows.append({"table": row["table"], "row": row["row"], "dataset": row["dataset"], "metric": row["metric"],
                      "reported": _printed(row["reported"]), "reproduced": _number(row["reproduced"]), "95% CI": ci,
                      "delta": _number(row["delta"], signed=True)
-                     if row.get("delta") and not greyed and leaderboard.comparable(row["status"]) else "",
+                     if row.get("delta") and leaderboard.comparable(row["status"]) else "",
                      "status": row["status"], "scale": row["scale"], "provenance": _provenance(row)})
     shown = pd.DataFrame(rows)
 
